@@ -1,0 +1,100 @@
+//! The domain types the storage traits speak.
+//!
+//! Validated values arrive as chatty-protocol newtypes ([`Nickname`],
+//! [`MessageBody`], …), so storage never stores unchecked input.
+
+use chatty_protocol::MessageView;
+use chatty_protocol::validate::{ClientMessageId, MessageBody, Nickname, PagePath};
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// A web site that embeds Chatty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub id: i64,
+    /// Public key written in the embed snippet.
+    pub key: String,
+    pub name: String,
+    /// Origins (`scheme://host[:port]`) allowed to use the widget; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    pub disabled: bool,
+}
+
+impl Site {
+    /// Is a request from `origin` allowed? Exact match of scheme, host and
+    /// port, never a suffix match (`evil-example.com` is not `example.com`).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// What is needed to create a site.
+#[derive(Debug, Clone)]
+pub struct NewSite {
+    pub key: String,
+    pub name: String,
+    pub allowed_origins: Vec<String>,
+}
+
+/// A chat room: the site's room, or one page's room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub id: i64,
+    pub site_id: i64,
+    /// `None` for the site-wide room.
+    pub page: Option<String>,
+    /// Sequence number of the newest message (0 = empty room).
+    pub last_seq: u64,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub room_id: i64,
+    pub guest_id: String,
+    pub nickname: Nickname,
+    pub body: MessageBody,
+    pub client_message_id: ClientMessageId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored message with its per-room sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub room_id: i64,
+    pub seq: u64,
+    pub guest_id: String,
+    pub nickname: String,
+    pub body: String,
+    pub client_message_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl StoredMessage {
+    /// The message as clients see it.
+    pub fn to_view(&self) -> MessageView {
+        MessageView {
+            seq: self.seq,
+            room_id: self.room_id,
+            guest_id: self.guest_id.clone(),
+            nickname: self.nickname.clone(),
+            body: self.body.clone(),
+            created_at: self.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            client_message_id: self.client_message_id.clone(),
+        }
+    }
+}
+
+/// Result of a send: the stored message and whether this call created it
+/// (`false`: a retry of a message already stored with that client id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostOutcome {
+    pub message: StoredMessage,
+    pub created: bool,
+}
+
+/// The room a join asks for: the site's, or a page's.
+pub fn room_scope_key(page: Option<&PagePath>) -> String {
+    page.map(|p| p.as_str().to_owned()).unwrap_or_default()
+}

@@ -1,0 +1,23 @@
+//! `messages`: unique on `(room_id, seq)` and on `(room_id, client_message_id)`.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "messages")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub room_id: i64,
+    pub seq: i64,
+    pub guest_id: String,
+    pub nickname: String,
+    #[sea_orm(column_type = "Text")]
+    pub body: String,
+    pub client_message_id: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,6 @@
+//! sea-orm entities. Private to this crate: the wire and domain types are
+//! mapped explicitly, so a new column never leaks into the API.
+
+pub mod message;
+pub mod room;
+pub mod site;

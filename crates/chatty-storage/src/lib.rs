@@ -1,0 +1,30 @@
+//! # chatty-storage
+//!
+//! Where Chatty's data lives, behind traits that speak domain types so the
+//! web node never sees a table:
+//!
+//! * [`Store`] — the durable store of sites, rooms and messages. One
+//!   implementation, [`SqlStore`], runs the same sea-orm entities and
+//!   migrations on SQLite (the embedded default) and MySQL/MariaDB.
+//! * [`EventBus`] — how a committed message reaches every node's in-memory
+//!   room state. [`InProcessBus`] is the single-node implementation.
+//!
+//! Layout: `domain` (the types the traits speak), `entity` (sea-orm models,
+//! private), `migration` (schema, run at start), `sql` (the store), `bus`.
+
+pub mod bus;
+pub mod domain;
+mod entity;
+pub mod error;
+pub mod migration;
+pub mod sql;
+mod store;
+
+pub use bus::{BusEvent, EventBus, InProcessBus};
+pub use domain::{NewMessage, NewSite, PostOutcome, Room, Site, StoredMessage};
+pub use error::StoreError;
+pub use sql::{QueryStats, SqlStore, SqlStoreOptions};
+pub use store::Store;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,88 @@
+//! [`ApiError`]: the one error type handlers return, and its mapping to the
+//! JSON error body `{"error":{"code":"…","message":"…"}}`.
+//!
+//! Client errors carry a stable [`ErrorCode`] and a message safe to show.
+//! Internal failures are logged with their cause and answered as an opaque
+//! `internal_error`; a store that does not answer in time is a `503
+//! store_unavailable`, so clients know to retry.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use chatty_protocol::{ErrorBody, ErrorCode};
+use chatty_storage::StoreError;
+
+/// An error answered to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The client's fault (or a condition it can act on): a 4xx.
+    #[error("{code}: {message}")]
+    Client { code: ErrorCode, message: String },
+    /// A store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug or unexpected condition; the text goes to the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn client(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError::Client {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The code sent to the client.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Client { code, .. } => *code,
+            ApiError::Store(StoreError::Unavailable(_)) => ErrorCode::StoreUnavailable,
+            ApiError::Store(_) | ApiError::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Client { message, .. } => message.clone(),
+            ApiError::Store(StoreError::Unavailable(_)) => {
+                "The chat store is not answering right now; nothing was changed. Retry shortly."
+                    .into()
+            }
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                "Something went wrong on our side.".into()
+            }
+        }
+    }
+}
+
+/// The JSON error response for a code and message.
+pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    if code == ErrorCode::StoreUnavailable {
+        response.insert_header(("Retry-After", "1"));
+    }
+    response
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .json(ErrorBody::new(code, message))
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Client { .. } => {}
+            ApiError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "store unavailable")
+            }
+            other => tracing::error!(error = %other, "request failed"),
+        }
+        error_response(self.code(), &self.public_message())
+    }
+}

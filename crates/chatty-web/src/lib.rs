@@ -1,0 +1,27 @@
+//! # chatty-web
+//!
+//! The Chatty web node: a stateless actix-web server. Layout:
+//!
+//! * [`startup`] — [`Application::build`] and `run_until`, used by `main` and tests;
+//! * [`settings`] — the typed configuration;
+//! * [`routes`] — one file per endpoint, thin;
+//! * [`hub`] — this node's in-memory room state (versions, message window,
+//!   presence): what makes polls cheap;
+//! * [`directory`] — cached site/room lookups for joins;
+//! * [`token`] — signed guest tokens;
+//! * [`error`] — the JSON error body;
+//! * [`metrics`], [`telemetry`] — Prometheus and tracing.
+
+pub mod directory;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod token;
+
+pub use settings::Settings;
+pub use startup::Application;

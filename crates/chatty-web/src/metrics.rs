@@ -1,0 +1,106 @@
+//! Prometheus metrics, in a registry owned by the application (no globals,
+//! so two nodes can run in one process — the tests do).
+//!
+//! Requests are labelled by route *pattern* (`/api/v1/rooms/{room_id}/events`),
+//! never by raw path, so label cardinality stays bounded.
+
+use std::sync::Arc;
+
+use chatty_storage::QueryStats;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The node's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub polls: IntCounterVec,
+    pub messages_received: IntCounter,
+    pub db_queries: IntGauge,
+    pub db_query_errors: IntGauge,
+    pub db_query_seconds: prometheus::Gauge,
+    pub rooms_in_memory: IntGauge,
+    query_stats: Arc<QueryStats>,
+}
+
+impl Metrics {
+    pub fn new(query_stats: Arc<QueryStats>) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("chatty".into()), None)?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route pattern, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer, by route pattern",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 5.0,
+            ]),
+            &["route"],
+        )?;
+        let polls = IntCounterVec::new(
+            Opts::new("polls_total", "Polls by the path that answered them"),
+            &["path"],
+        )?;
+        let messages_received = IntCounter::new(
+            "messages_received_total",
+            "Messages stored (retries not counted)",
+        )?;
+        let db_queries = IntGauge::new("db_queries_total", "SQL statements sent since start")?;
+        let db_query_errors = IntGauge::new("db_query_errors_total", "SQL statements that failed")?;
+        let db_query_seconds =
+            prometheus::Gauge::new("db_query_seconds_total", "Time spent in SQL statements")?;
+        let rooms_in_memory = IntGauge::new("rooms_in_memory", "Rooms held in this node's hub")?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(polls.clone()))?;
+        registry.register(Box::new(messages_received.clone()))?;
+        registry.register(Box::new(db_queries.clone()))?;
+        registry.register(Box::new(db_query_errors.clone()))?;
+        registry.register(Box::new(db_query_seconds.clone()))?;
+        registry.register(Box::new(rooms_in_memory.clone()))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            polls,
+            messages_received,
+            db_queries,
+            db_query_errors,
+            db_query_seconds,
+            rooms_in_memory,
+            query_stats,
+        })
+    }
+
+    /// SQL statements sent so far.
+    pub fn db_queries(&self) -> u64 {
+        self.query_stats.queries()
+    }
+
+    /// The text exposition format.
+    pub fn render(&self, rooms_in_memory: usize) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.db_queries
+            .set(i64::try_from(self.query_stats.queries()).unwrap_or(i64::MAX));
+        self.db_query_errors
+            .set(i64::try_from(self.query_stats.failed.load(Relaxed)).unwrap_or(i64::MAX));
+        self.db_query_seconds
+            .set(self.query_stats.micros.load(Relaxed) as f64 / 1e6);
+        self.rooms_in_memory
+            .set(i64::try_from(rooms_in_memory).unwrap_or(i64::MAX));
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

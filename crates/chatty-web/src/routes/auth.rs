@@ -1,0 +1,54 @@
+//! Reading and checking the guest token of a request.
+
+use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+use chatty_protocol::ErrorCode;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::token::{GuestClaims, TokenError};
+
+/// The verified claims of the request's `Authorization: Bearer` token, which
+/// must belong to `room_id`.
+pub fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    room_id: i64,
+) -> Result<GuestClaims, ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::client(
+                ErrorCode::MissingToken,
+                "Send the guest token from join as Authorization: Bearer <token>.",
+            )
+        })?;
+    let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+        ApiError::client(
+            ErrorCode::MissingToken,
+            "The Authorization header must be: Bearer <token>.",
+        )
+    })?;
+    let claims = state
+        .tokens
+        .verify(token.trim(), chrono::Utc::now().timestamp())
+        .map_err(|e| match e {
+            TokenError::Invalid => ApiError::client(
+                ErrorCode::InvalidToken,
+                "The guest token is not valid: join again.",
+            ),
+            TokenError::Expired => ApiError::client(
+                ErrorCode::TokenExpired,
+                "The guest token has expired: join again.",
+            ),
+        })?;
+    if claims.room_id != room_id {
+        return Err(ApiError::client(
+            ErrorCode::WrongRoom,
+            "This guest token belongs to another room.",
+        ));
+    }
+    Ok(claims)
+}

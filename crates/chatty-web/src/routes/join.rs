@@ -1,0 +1,83 @@
+//! `POST /api/v1/join` — initial sync: a guest token, the members present
+//! and the latest messages, with the cursor to poll from.
+
+use std::time::Instant;
+
+use actix_web::http::header::ORIGIN;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chatty_protocol::ErrorCode;
+use chatty_protocol::api::{GuestView, JoinRequest, JoinResponse, RoomView};
+use chatty_protocol::validate::{Nickname, PagePath, SiteKey};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::token::GuestClaims;
+
+pub async fn join(
+    req: HttpRequest,
+    body: web::Json<JoinRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner();
+    let site_key =
+        SiteKey::parse(&request.site_key).map_err(|e| ApiError::client(e.code, e.message))?;
+    let nickname = Nickname::parse(&request.nickname)
+        .map_err(|e| ApiError::client(Nickname::error_code(&e), format!("The nickname {e}.")))?;
+    let page = request
+        .page
+        .as_deref()
+        .map(PagePath::parse)
+        .transpose()
+        .map_err(|e| ApiError::client(e.code, e.message))?;
+
+    let (site, room) = state.directory.resolve(&site_key, page.as_ref()).await?;
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !site.allows_origin(origin) {
+            return Err(ApiError::client(
+                ErrorCode::OriginNotAllowed,
+                "This site does not allow chat from this origin.",
+            ));
+        }
+    }
+
+    let now = chrono::Utc::now().timestamp();
+    // Keep the guest id of an earlier token of the same site, if any.
+    let guest_id = request
+        .token
+        .as_deref()
+        .and_then(|t| state.tokens.verify(t, now).ok())
+        .filter(|claims| claims.site_id == site.id)
+        .map(|claims| claims.guest_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+
+    let room_state = state.hub.room(room.id).await?;
+    let snapshot = state
+        .hub
+        .join(&room_state, &guest_id, nickname.as_str(), Instant::now());
+    let ttl = state.token_ttl().as_secs();
+    let token = state.tokens.sign(&GuestClaims {
+        site_id: site.id,
+        room_id: room.id,
+        guest_id: guest_id.clone(),
+        nickname: nickname.as_str().to_owned(),
+        expires_at: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
+    });
+    Ok(HttpResponse::Ok().json(JoinResponse {
+        token,
+        token_expires_in: ttl,
+        guest: GuestView {
+            id: guest_id,
+            nickname: nickname.into_inner(),
+        },
+        room: RoomView {
+            id: room.id,
+            page: room.page,
+        },
+        members: snapshot.members,
+        messages: snapshot.messages,
+        cursor: snapshot.cursor,
+        poll_interval_ms: state.settings.chat.poll_interval_ms,
+        max_body_chars: state.settings.chat.max_body_chars,
+    }))
+}

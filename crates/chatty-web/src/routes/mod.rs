@@ -1,0 +1,116 @@
+//! HTTP routes. Handlers are thin: parse and authenticate at the edge, then
+//! call the hub, the directory or the store. One file per endpoint.
+
+mod assets;
+mod auth;
+mod health;
+mod join;
+mod leave;
+mod poll;
+mod send;
+
+use actix_web::error::{InternalError, JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::middleware::Compress;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chatty_protocol::ErrorCode;
+
+use crate::error::error_response;
+
+pub use assets::WidgetAsset;
+
+/// Registers every route and the extractor error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(max_request_bytes)
+            .error_handler(json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .service(
+        web::resource("/api/v1/join")
+            .route(web::post().to(join::join))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/rooms/{room_id}/events")
+            .route(web::get().to(poll::poll))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/rooms/{room_id}/messages")
+            .route(web::post().to(send::send))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/rooms/{room_id}/leave")
+            .route(web::post().to(leave::leave))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/widget.js")
+            .wrap(Compress::default())
+            .route(web::get().to(assets::widget))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/")
+            .wrap(Compress::default())
+            .route(web::get().to(assets::demo_page))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(health::metrics))
+    .default_service(web::to(not_found));
+}
+
+async fn not_found() -> HttpResponse {
+    error_response(ErrorCode::NotFound, "No such endpoint.")
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    error_response(
+        ErrorCode::MethodNotAllowed,
+        "This endpoint does not accept that method.",
+    )
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let (code, message) = match &err {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => (
+            ErrorCode::PayloadTooLarge,
+            format!("The request body is larger than {limit} bytes."),
+        ),
+        JsonPayloadError::ContentType => (
+            ErrorCode::UnsupportedMediaType,
+            "Send the body as Content-Type: application/json.".to_owned(),
+        ),
+        JsonPayloadError::Deserialize(e) => (
+            ErrorCode::MalformedJson,
+            format!("Malformed JSON body: {e}."),
+        ),
+        _ => (
+            ErrorCode::MalformedJson,
+            "The request body could not be read as JSON.".to_owned(),
+        ),
+    };
+    InternalError::from_response(err, error_response(code, &message)).into()
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let message = format!("Malformed query string: {err}.");
+    InternalError::from_response(err, error_response(ErrorCode::InvalidQuery, &message)).into()
+}
+
+fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    InternalError::from_response(
+        err,
+        error_response(
+            ErrorCode::InvalidPath,
+            "Malformed path parameter: a room id is a number.",
+        ),
+    )
+    .into()
+}

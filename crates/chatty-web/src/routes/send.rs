@@ -1,0 +1,81 @@
+//! `POST /api/v1/rooms/{room_id}/messages` — send a message.
+//!
+//! The answer is given only after the message is committed. The commit and
+//! the hand-over to the hub and the bus run in their own task, so a client
+//! that hangs up mid-request cannot leave a committed message unannounced.
+
+use std::time::Instant;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chatty_protocol::ErrorCode;
+use chatty_protocol::api::{SendRequest, SendResponse};
+use chatty_protocol::validate::{ClientMessageId, MessageBody, Nickname};
+use chatty_storage::{BusEvent, NewMessage};
+
+use super::auth::authenticate;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn send(
+    req: HttpRequest,
+    room_id: web::Path<i64>,
+    body: web::Json<SendRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = room_id.into_inner();
+    let claims = authenticate(&req, &state, room_id)?;
+    let request = body.into_inner();
+    let client_message_id = ClientMessageId::parse(&request.client_message_id)
+        .map_err(|e| ApiError::client(e.code, e.message))?;
+    let message_body = MessageBody::parse(&request.body, state.settings.chat.max_body_chars)
+        .map_err(|e| ApiError::client(MessageBody::error_code(&e), format!("The message {e}.")))?;
+    // The nickname was validated at join and is signed into the token.
+    let nickname = Nickname::parse(&claims.nickname).map_err(|_| {
+        ApiError::client(
+            ErrorCode::InvalidToken,
+            "The guest token carries an invalid nickname.",
+        )
+    })?;
+
+    let room = state.hub.room(room_id).await?;
+    state
+        .hub
+        .touch(&room, &claims.guest_id, &claims.nickname, Instant::now());
+
+    let new = NewMessage {
+        room_id,
+        guest_id: claims.guest_id,
+        nickname,
+        body: message_body,
+        client_message_id,
+        created_at: chrono::Utc::now(),
+    };
+    let task_state = state.clone();
+    let outcome = tokio::spawn(async move {
+        let outcome = task_state.store.post_message(new).await?;
+        // Local first, so the sender's next poll sees it on this node; then
+        // the bus for every node. A retry publishes again: if the first
+        // attempt died between commit and publish, this repairs it, and
+        // receivers drop duplicates by seq.
+        task_state.hub.apply_message(outcome.message.clone());
+        if let Err(error) = task_state.bus.publish(BusEvent::Message(outcome.message.clone())).await {
+            tracing::warn!(%error, "publishing a stored message failed; other nodes will fill the gap");
+        }
+        Ok::<_, ApiError>(outcome)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("send task failed: {e}")))??;
+
+    if outcome.created {
+        state.metrics.messages_received.inc();
+    }
+    let response = SendResponse {
+        message: outcome.message.to_view(),
+        created: outcome.created,
+    };
+    Ok(if outcome.created {
+        HttpResponse::Created().json(response)
+    } else {
+        HttpResponse::Ok().json(response)
+    })
+}

@@ -1,0 +1,253 @@
+//! [`Application`]: builds a complete node from [`Settings`] — store, bus,
+//! hub, background tasks, HTTP server — and runs it until a shutdown future
+//! resolves. `main` and the tests use exactly this.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use chatty_storage::bus::BusReceiver;
+use chatty_storage::{
+    EventBus, InProcessBus, NewSite, QueryStats, SqlStore, SqlStoreOptions, Store,
+};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use crate::directory::Directory;
+use crate::hub::{Hub, HubSettings};
+use crate::metrics::Metrics;
+use crate::routes::{self, WidgetAsset};
+use crate::settings::{Settings, redact_url_password};
+use crate::state::AppState;
+use crate::telemetry;
+use crate::token::TokenKey;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database {url}: {source}")]
+    Store {
+        url: String,
+        source: chatty_storage::StoreError,
+    },
+    #[error("cannot create the demo site: {0}")]
+    DemoSite(chatty_storage::StoreError),
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A built, bound, not yet running node.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+    query_stats: Arc<QueryStats>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects the store (running migrations), seeds the demo site, binds
+    /// the listener and starts the background tasks.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let options = SqlStoreOptions {
+            url: settings.database.url.clone(),
+            max_connections: settings.database.max_connections,
+            min_connections: settings.database.min_connections,
+            connect_timeout: settings.database.connect_timeout(),
+            query_timeout: settings.database.query_timeout(),
+        };
+        let sql = SqlStore::connect(&options)
+            .await
+            .map_err(|source| StartupError::Store {
+                url: redact_url_password(&settings.database.url),
+                source,
+            })?;
+        let query_stats = sql.stats();
+        let store: Arc<dyn Store> = Arc::new(sql);
+        if settings.demo.enabled {
+            store
+                .ensure_site(NewSite {
+                    key: settings.demo.site_key.clone(),
+                    name: settings.demo.site_name.clone(),
+                    allowed_origins: settings.demo.allowed_origins.clone(),
+                })
+                .await
+                .map_err(StartupError::DemoSite)?;
+        }
+        let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(4096));
+        let chat = &settings.chat;
+        let hub = Hub::new(
+            Arc::clone(&store),
+            HubSettings {
+                window_messages: chat.window_messages,
+                history_messages: chat.history_messages,
+                presence_log_events: chat.presence_log_events,
+                presence_timeout: chat.presence_timeout(),
+                max_events_per_poll: chat.max_events_per_poll,
+                room_idle: Duration::from_secs(chat.room_idle_secs),
+                gap_fill_delay: Duration::from_millis(200),
+            },
+        );
+        if settings.auth.token_secret.expose().is_empty() {
+            tracing::warn!(
+                "auth.token_secret is empty: using a random key; guest tokens end with this process and are not valid on other nodes"
+            );
+        }
+        let state = AppState {
+            tokens: TokenKey::new(settings.auth.token_secret.expose()),
+            metrics: Metrics::new(Arc::clone(&query_stats))?,
+            directory: Arc::new(Directory::new(Arc::clone(&store))),
+            settings: Arc::new(settings),
+            store,
+            bus: Arc::clone(&bus),
+            hub: Arc::clone(&hub),
+        };
+
+        let tasks = vec![
+            tokio::spawn(apply_bus_events(Arc::clone(&hub), bus.subscribe())),
+            tokio::spawn(sweep_presence(
+                Arc::clone(&hub),
+                state.settings.chat.poll_interval() / 2,
+            )),
+        ];
+
+        let address = format!(
+            "{}:{}",
+            state.settings.server.host, state.settings.server.port
+        );
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { address, source })?
+            .port();
+        let server = build_server(listener, state.clone())?;
+        Ok(Self {
+            port,
+            server,
+            state,
+            query_stats,
+            tasks,
+        })
+    }
+
+    /// The bound port (useful with `server.port = 0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests read counters from it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// SQL statement counters.
+    pub fn query_stats(&self) -> Arc<QueryStats> {
+        Arc::clone(&self.query_stats)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish (up to `server.shutdown_timeout_secs`) and stops the
+    /// background tasks.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = self.server;
+        let running = tokio::spawn(server);
+        shutdown.await;
+        tracing::info!("shutting down");
+        handle.stop(true).await;
+        let result = running.await.unwrap_or(Ok(()));
+        for task in self.tasks {
+            task.abort();
+        }
+        result
+    }
+}
+
+fn build_server(listener: TcpListener, state: AppState) -> Result<Server, StartupError> {
+    let max_request_bytes = state.settings.server.max_request_bytes;
+    let workers = state.settings.server.workers;
+    let shutdown_timeout = state.settings.server.shutdown_timeout_secs;
+    let widget = web::Data::new(WidgetAsset::default());
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        let cors = Cors::default()
+            .allow_any_origin()
+            .allowed_methods(["GET", "POST"])
+            .allowed_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+            ])
+            .expose_headers([header::ETAG, header::RETRY_AFTER])
+            .max_age(86_400);
+        App::new()
+            .app_data(data.clone())
+            .app_data(widget.clone())
+            .wrap(cors)
+            .wrap(from_fn(telemetry::observe))
+            .configure(|cfg| routes::configure(cfg, max_request_bytes))
+    })
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout);
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    Ok(server
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { address, source })?
+        .run())
+}
+
+/// The node's single bus subscription: every committed message, from any
+/// node, goes into this node's hub.
+async fn apply_bus_events(hub: Arc<Hub>, mut events: BusReceiver) {
+    loop {
+        match events.recv().await {
+            Ok(chatty_storage::BusEvent::Message(message)) => hub.apply_message(message),
+            Err(RecvError::Lagged(lost)) => {
+                tracing::warn!(
+                    lost,
+                    "bus subscriber lagged; resynchronising rooms from the store"
+                );
+                hub.resync_all().await;
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Expires silent guests every `period`.
+async fn sweep_presence(hub: Arc<Hub>, period: Duration) {
+    let mut ticker = tokio::time::interval(period.max(Duration::from_millis(50)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        hub.sweep(Instant::now());
+    }
+}

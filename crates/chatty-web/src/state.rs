@@ -1,0 +1,31 @@
+//! [`AppState`]: everything a handler needs, built once by the application
+//! and shared (cheaply cloned) by every worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatty_storage::{EventBus, Store};
+
+use crate::directory::Directory;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::token::TokenKey;
+
+/// Shared application state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub hub: Arc<Hub>,
+    pub directory: Arc<Directory>,
+    pub tokens: TokenKey,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.settings.auth.token_ttl_secs)
+    }
+}

@@ -1,0 +1,78 @@
+//! Logging setup and the per-request span.
+//!
+//! Logs are human-readable by default and JSON when `log.format = "json"`.
+//! Every request runs inside one `request` span carrying method, route
+//! pattern and status; the per-request completion line is at `debug` level
+//! (target `chatty_web::request`) so that a busy node does not write one
+//! line per poll unless asked to.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::{LogFormat, LogSettings};
+use crate::state::AppState;
+
+/// Installs the global tracing subscriber (once per process; later calls,
+/// as in tests that start several nodes, are ignored).
+pub fn init(settings: &LogSettings) -> Result<(), String> {
+    let filter = EnvFilter::try_new(&settings.filter)
+        .map_err(|e| format!("configuration error: key `log.filter`: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    let _ = match settings.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    Ok(())
+}
+
+/// Middleware: one span per request, metrics by route pattern and status.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        target: "chatty_web::request",
+        "request",
+        method = %method,
+        route = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let response = next.call(req).instrument(span.clone()).await?;
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status();
+    span.record("route", route.as_str());
+    span.record("status", status.as_u16());
+    if let Some(state) = state {
+        let elapsed = started.elapsed().as_secs_f64();
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+            .inc();
+        state
+            .metrics
+            .http_duration
+            .with_label_values(&[route.as_str()])
+            .observe(elapsed);
+    }
+    span.in_scope(|| tracing::debug!(target: "chatty_web::request", elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request completed"));
+    Ok(response)
+}
