@@ -96,15 +96,13 @@ impl fmt::Debug for SqlStore {
 impl SqlStore {
     /// Connects and runs the migrations.
     pub async fn connect(options: &SqlStoreOptions) -> Result<Self, StoreError> {
-        if let Some(path) = sqlite_file(&options.url) {
-            if let Some(dir) = Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Other(format!("cannot create directory {}: {e}", dir.display()))
-                })?;
-            }
+        if let Some(dir) = sqlite_file(&options.url)
+            .and_then(|path| Path::new(path).parent())
+            .filter(|dir| !dir.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Other(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
         }
         let mut connect = ConnectOptions::new(options.url.clone());
         connect

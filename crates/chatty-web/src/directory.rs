@@ -45,12 +45,11 @@ impl Directory {
     ) -> Result<(Site, Room), ApiError> {
         let cache_key = (key.as_str().to_owned(), page.map(|p| p.as_str().to_owned()));
         let now = Instant::now();
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((site, room, at)) = cache.get(&cache_key) {
-                if now.duration_since(*at) < CACHE_TTL {
-                    return Ok((site.clone(), room.clone()));
-                }
-            }
+        if let Ok(cache) = self.cache.lock()
+            && let Some((site, room, at)) = cache.get(&cache_key)
+            && now.duration_since(*at) < CACHE_TTL
+        {
+            return Ok((site.clone(), room.clone()));
         }
         let site = self
             .store

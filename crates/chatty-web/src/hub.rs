@@ -707,11 +707,11 @@ impl Hub {
                 idle.push(room.id);
             }
         }
-        if !idle.is_empty() {
-            if let Ok(mut rooms) = self.rooms.write() {
-                for id in idle {
-                    rooms.remove(&id);
-                }
+        if !idle.is_empty()
+            && let Ok(mut rooms) = self.rooms.write()
+        {
+            for id in idle {
+                rooms.remove(&id);
             }
         }
     }

@@ -9,16 +9,17 @@ use chatty_protocol::ErrorCode;
 use chatty_protocol::api::{GuestView, JoinRequest, JoinResponse, RoomView};
 use chatty_protocol::validate::{Nickname, PagePath, SiteKey};
 
+use super::json_object::JsonObject;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::token::GuestClaims;
 
 pub async fn join(
     req: HttpRequest,
-    body: web::Json<JoinRequest>,
+    body: JsonObject<JoinRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner();
+    let JsonObject(request) = body;
     let site_key =
         SiteKey::parse(&request.site_key).map_err(|e| ApiError::client(e.code, e.message))?;
     let nickname = Nickname::parse(&request.nickname)

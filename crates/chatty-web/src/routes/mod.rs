@@ -5,6 +5,7 @@ mod assets;
 mod auth;
 mod health;
 mod join;
+mod json_object;
 mod leave;
 mod poll;
 mod send;

@@ -13,18 +13,19 @@ use chatty_protocol::validate::{ClientMessageId, MessageBody, Nickname};
 use chatty_storage::{BusEvent, NewMessage};
 
 use super::auth::authenticate;
+use super::json_object::JsonObject;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub async fn send(
     req: HttpRequest,
     room_id: web::Path<i64>,
-    body: web::Json<SendRequest>,
+    body: JsonObject<SendRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = room_id.into_inner();
     let claims = authenticate(&req, &state, room_id)?;
-    let request = body.into_inner();
+    let JsonObject(request) = body;
     let client_message_id = ClientMessageId::parse(&request.client_message_id)
         .map_err(|e| ApiError::client(e.code, e.message))?;
     let message_body = MessageBody::parse(&request.body, state.settings.chat.max_body_chars)

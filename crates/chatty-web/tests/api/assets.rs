@@ -1,0 +1,135 @@
+//! The widget script, the demo page and health endpoints.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn widget_js_is_served_with_an_etag_and_revalidates_to_304() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/widget.js"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/javascript"),
+        "{content_type}"
+    );
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("etag")
+        .to_owned();
+    let body = response.text().await.expect("body");
+    assert!(body.contains("/api/v1/join"));
+    let again = app
+        .client
+        .get(app.url("/widget.js"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn widget_js_is_gzipped_when_asked() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
+    let response = client
+        .get(app.url("/widget.js"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+}
+
+#[tokio::test]
+async fn the_demo_page_embeds_the_widget_under_a_strict_csp() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/")).send().await.expect("get");
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    let body = response.text().await.expect("body");
+    assert!(body.contains(r#"<script src="/widget.js" data-site="demo" async></script>"#));
+}
+
+#[tokio::test]
+async fn without_the_demo_the_root_is_not_found() {
+    let app = spawn_app_with(|s| s.demo.enabled = false).await;
+    let response = app.client.get(app.url("/")).send().await.expect("get");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        StatusCode::OK
+    );
+    let ann = app.join("Ann").await;
+    app.poll(&ann, &ann.cursor.to_string(), Some(&ann.cursor.etag()))
+        .await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("chatty_polls_total{path=\"not_modified\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("route=\"/api/v1/rooms/{room_id}/events\""),
+        "labels use the route pattern: {metrics}"
+    );
+    assert!(metrics.contains("chatty_db_queries_total"));
+}

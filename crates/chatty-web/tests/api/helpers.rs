@@ -1,0 +1,150 @@
+//! `spawn_app()`: a real node on port 0 with its own fresh database.
+//!
+//! The backend is SQLite unless `CHATTY_TEST_BACKEND=mysql` (then a new
+//! MariaDB database per test on `CHATTY_TEST_MYSQL_URL`). Set `TEST_LOG=1`
+//! to see the node's logs.
+
+use std::time::Duration;
+
+use chatty_protocol::api::JoinResponse;
+use chatty_protocol::{ErrorBody, ErrorCode};
+use chatty_storage::testing::{Backend, TestDatabase};
+use chatty_web::settings::{LogSettings, Secret};
+use chatty_web::{Application, Settings};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: chatty_web::state::AppState,
+    pub query_stats: std::sync::Arc<chatty_storage::QueryStats>,
+    _db: TestDatabase,
+}
+
+/// Starts a node with the default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a node after `customise` has adjusted its settings.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = chatty_web::telemetry::init(&LogSettings {
+            filter: "debug".into(),
+            ..Default::default()
+        });
+    }
+    let db = TestDatabase::new(Backend::from_env()).await;
+    let mut settings = Settings::default();
+    settings.server.port = 0;
+    settings.server.workers = 1;
+    settings.database.url = db.url.clone();
+    settings.database.max_connections = 5;
+    settings.auth.token_secret = Secret::new(TEST_SECRET);
+    customise(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let query_stats = app.query_stats();
+    tokio::spawn(app.run_until(std::future::pending()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    TestApp {
+        address,
+        client,
+        state,
+        query_stats,
+        _db: db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// SQL statements the node has sent so far.
+    pub fn queries(&self) -> u64 {
+        self.query_stats.queries()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn join_raw(&self, body: &Value) -> Response {
+        self.post_json("/api/v1/join", body, None).await
+    }
+
+    /// Joins the demo site's room as `nickname`.
+    pub async fn join(&self, nickname: &str) -> JoinResponse {
+        let response = self
+            .join_raw(&json!({"site_key": "demo", "nickname": nickname}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "join failed");
+        response.json().await.expect("join response")
+    }
+
+    pub async fn send(
+        &self,
+        guest: &JoinResponse,
+        client_message_id: &str,
+        body: &str,
+    ) -> Response {
+        self.post_json(
+            &format!("/api/v1/rooms/{}/messages", guest.room.id),
+            &json!({"client_message_id": client_message_id, "body": body}),
+            Some(&guest.token),
+        )
+        .await
+    }
+
+    pub async fn poll(
+        &self,
+        guest: &JoinResponse,
+        cursor: &str,
+        if_none_match: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .get(self.url(&format!("/api/v1/rooms/{}/events", guest.room.id)))
+            .query(&[("cursor", cursor)])
+            .bearer_auth(&guest.token);
+        if let Some(tag) = if_none_match {
+            request = request.header("If-None-Match", tag);
+        }
+        request.send().await.expect("poll sent")
+    }
+}
+
+/// Asserts a JSON error response with the given status and code.
+pub async fn assert_error(response: Response, status: u16, code: ErrorCode) {
+    let actual_status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual_status, status, "status for {code}: body {text}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?} for {code}"
+    );
+    let body: ErrorBody =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body {text:?}: {e}"));
+    assert_eq!(body.error.code, code, "body {text}");
+    assert!(!body.error.message.is_empty());
+}

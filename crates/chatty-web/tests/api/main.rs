@@ -1,0 +1,9 @@
+//! Black-box tests of the HTTP API against a real node (see `helpers`).
+//! Run: `cargo test -p chatty-web --test api` (SQLite) or with
+//! `CHATTY_TEST_BACKEND=mysql` (MariaDB).
+
+mod assets;
+mod chat;
+mod helpers;
+mod presence;
+mod validation;
