@@ -251,7 +251,9 @@ pub struct DemoSettings {
     pub enabled: bool,
     pub site_key: String,
     pub site_name: String,
-    /// Origins allowed to use the demo site's widget; `*` allows any.
+    /// Origins allowed to use the demo site's widget; `*` allows any. In the
+    /// environment, a comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
     pub allowed_origins: Vec<String>,
 }
 
@@ -264,6 +266,26 @@ impl Default for DemoSettings {
             allowed_origins: vec!["*".into()],
         }
     }
+}
+
+/// Accepts a list, or a comma-separated string (how lists arrive from
+/// environment variables).
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(items) => items,
+        ListOrString::String(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// Why the settings could not be loaded.
@@ -303,9 +325,8 @@ impl Settings {
                 Environment::with_prefix("CHATTY")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("demo.allowed_origins")
+                    // No `try_parsing`: it would turn a numeric-looking secret into a
+                    // number. Typed fields parse their strings during deserialisation.
                     .source(Some(env)),
             )
             .build()?
@@ -389,5 +410,132 @@ impl Settings {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn toml_file(contents: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp file");
+        file.write_all(contents.as_bytes()).expect("write");
+        file
+    }
+
+    fn error_text(result: Result<Settings, SettingsError>) -> String {
+        result.expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn no_configuration_gives_the_defaults() {
+        let settings = Settings::load_from(None, env(&[])).expect("defaults load");
+        assert_eq!(settings, Settings::default());
+        assert_eq!(settings.server.port, 8080);
+        assert_eq!(settings.server.host, "127.0.0.1");
+        assert!(settings.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_defaults() {
+        let file = toml_file("[server]\nport = 9000\nworkers = 3\n[chat]\npoll_interval_ms = 1500\n");
+        let settings = Settings::load_from(
+            Some(file.path().to_owned()),
+            env(&[
+                ("CHATTY__SERVER__PORT", "9100"),
+                ("CHATTY__DEMO__ALLOWED_ORIGINS", "https://a.example,https://b.example"),
+                ("CHATTY__AUTH__TOKEN_SECRET", "0123456789012345678901234567890123"),
+                ("UNRELATED", "ignored"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(settings.server.port, 9100, "env beats file");
+        assert_eq!(settings.server.workers, 3, "file beats default");
+        assert_eq!(settings.chat.poll_interval_ms, 1500);
+        assert_eq!(settings.demo.allowed_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(settings.auth.token_secret.expose(), "0123456789012345678901234567890123");
+        assert_eq!(settings.chat.history_messages, ChatSettings::default().history_messages);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_stops_the_start_naming_it() {
+        let file = toml_file("[server]\nprot = 9000\n");
+        let text = error_text(Settings::load_from(Some(file.path().to_owned()), env(&[])));
+        assert!(text.contains("prot"), "{text}");
+        let file = toml_file("[sever]\nport = 9000\n");
+        let text = error_text(Settings::load_from(Some(file.path().to_owned()), env(&[])));
+        assert!(text.contains("sever"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_environment_key_stops_the_start_naming_it() {
+        let text = error_text(Settings::load_from(None, env(&[("CHATTY__CHAT__POLL_INTERVAL", "5")])));
+        assert!(text.contains("poll_interval"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_value_stops_the_start_naming_the_key() {
+        let text = error_text(Settings::load_from(None, env(&[("CHATTY__SERVER__PORT", "eighty")])));
+        assert!(text.contains("server.port"), "{text}");
+        let text = error_text(Settings::load_from(None, env(&[("CHATTY__LOG__FORMAT", "xml")])));
+        assert!(text.contains("log.format"), "{text}");
+        let file = toml_file("[chat]\nmax_body_chars = -5\n");
+        let text = error_text(Settings::load_from(Some(file.path().to_owned()), env(&[])));
+        assert!(text.contains("chat.max_body_chars"), "{text}");
+    }
+
+    #[test]
+    fn rules_between_keys_are_checked() {
+        let text = error_text(Settings::load_from(
+            None,
+            env(&[("CHATTY__CHAT__HISTORY_MESSAGES", "500"), ("CHATTY__CHAT__WINDOW_MESSAGES", "100")]),
+        ));
+        assert!(text.contains("chat.history_messages"), "{text}");
+        let text = error_text(Settings::load_from(None, env(&[("CHATTY__AUTH__TOKEN_SECRET", "short")])));
+        assert!(text.contains("auth.token_secret"), "{text}");
+        let text = error_text(Settings::load_from(None, env(&[("CHATTY__DATABASE__URL", "postgres://x")])));
+        assert!(text.contains("database.url"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        let result = Settings::load_from(Some(PathBuf::from("/nonexistent/chatty.toml")), env(&[]));
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_passwords() {
+        let mut settings = Settings::default();
+        settings.auth.token_secret = Secret::new("super-secret-value-that-is-long-enough");
+        settings.database.url = "mysql://chatty:hunter2@db:3306/chatty".into();
+        let text = format!("{settings:?}");
+        assert!(!text.contains("super-secret") && !text.contains("hunter2"), "{text}");
+        assert!(text.contains("mysql://chatty:***@db:3306/chatty"));
+    }
+
+    #[test]
+    fn the_example_file_holds_every_key_with_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
+        let text = std::fs::read_to_string(&path).expect("config/example.toml exists");
+        let loaded = Settings::load_from(Some(path), env(&[])).expect("the example loads");
+        assert_eq!(loaded, Settings::default(), "config/example.toml drifted from the defaults");
+        // Every key is written out, not just left to its default.
+        let example: toml::Table = toml::from_str(&text).expect("valid TOML");
+        let defaults = toml::Table::try_from(Settings::default()).expect("defaults serialise");
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().expect("sections are tables");
+            let written = example.get(section).and_then(|s| s.as_table());
+            for key in keys.keys() {
+                assert!(
+                    written.is_some_and(|w| w.contains_key(key)),
+                    "config/example.toml lacks {section}.{key}"
+                );
+            }
+        }
     }
 }

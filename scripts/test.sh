@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Runs every Chatty test: formatting, lints, the protocol crate's dependency
+# rule, and the test suites on SQLite and on MariaDB.
+#
+# Works on a fresh Debian machine: a missing or stopped MariaDB is installed
+# (apt-get) and started; where MariaDB's root can only log in over the unix
+# socket (Debian's default), a test user is created that way.
+#
+# Environment:
+#   CHATTY_TEST_MYSQL_URL  server URL for tests (default: root over TCP, or
+#                          the test user this script creates)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# --- Rust toolchain components -------------------------------------------
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  say "installing rustfmt and clippy"
+  rustup component add rustfmt clippy
+fi
+
+# --- MariaDB ---------------------------------------------------------------
+mysql_tcp() { mariadb --protocol=tcp -h 127.0.0.1 -P 3306 "$@"; }
+
+ensure_mariadb() {
+  if ! command -v mariadb >/dev/null 2>&1 || [ ! -x /usr/sbin/mariadbd ]; then
+    say "installing MariaDB"
+    apt_install mariadb-server mariadb-client
+  fi
+  if ! mysql_tcp -u root -e 'SELECT 1' >/dev/null 2>&1 && ! mariadb -u root -e 'SELECT 1' >/dev/null 2>&1; then
+    say "starting MariaDB"
+    as_root mkdir -p /run/mysqld && as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+    as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql \
+      || as_root service mariadb start
+    for _ in $(seq 1 60); do
+      mysql_tcp -u root -e 'SELECT 1' >/dev/null 2>&1 && break
+      mariadb -u root -e 'SELECT 1' >/dev/null 2>&1 && break
+      sleep 1
+    done
+  fi
+  if [ -n "${CHATTY_TEST_MYSQL_URL:-}" ]; then
+    return
+  fi
+  if mysql_tcp -u root -e 'SELECT 1' >/dev/null 2>&1; then
+    export CHATTY_TEST_MYSQL_URL="mysql://root@127.0.0.1:3306"
+  else
+    # Fresh Debian: root authenticates by unix socket only. Create a test
+    # user that may create and drop the tests' own databases.
+    say "creating the MariaDB test user chatty_test"
+    as_root mariadb -u root <<'SQL'
+CREATE USER IF NOT EXISTS 'chatty_test'@'127.0.0.1' IDENTIFIED BY 'chatty_test';
+CREATE USER IF NOT EXISTS 'chatty_test'@'localhost' IDENTIFIED BY 'chatty_test';
+GRANT ALL PRIVILEGES ON `chatty\_test\_%`.* TO 'chatty_test'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON `chatty\_test\_%`.* TO 'chatty_test'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+    export CHATTY_TEST_MYSQL_URL="mysql://chatty_test:chatty_test@127.0.0.1:3306"
+  fi
+}
+
+drop_leftover_test_databases() {
+  local user=root pass=""
+  if [[ "$CHATTY_TEST_MYSQL_URL" =~ ^mysql://([^:@/]+)(:([^@/]*))?@ ]]; then
+    user="${BASH_REMATCH[1]}"; pass="${BASH_REMATCH[3]}"
+  fi
+  local dbs
+  dbs=$(MYSQL_PWD="$pass" mysql_tcp -u "$user" -N -e "SHOW DATABASES LIKE 'chatty\\_test\\_%'" 2>/dev/null || true)
+  for db in $dbs; do
+    MYSQL_PWD="$pass" mysql_tcp -u "$user" -e "DROP DATABASE \`$db\`" >/dev/null 2>&1 || true
+  done
+}
+
+say "MariaDB"
+ensure_mariadb
+drop_leftover_test_databases
+echo "tests use ${CHATTY_TEST_MYSQL_URL%%@*}@…"
+
+# --- Hygiene ----------------------------------------------------------------
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "chatty-protocol depends on serde only (no actix, sea-orm, sqlx, redis, tokio)"
+forbidden=$(cargo tree -p chatty-protocol -e normal --prefix none | grep -Ei '^(actix|sea-orm|sea-query|sqlx|redis|deadpool|tokio|hyper|reqwest)' || true)
+if [ -n "$forbidden" ]; then
+  echo "chatty-protocol must not depend on:"; echo "$forbidden"; exit 1
+fi
+echo "ok"
+
+# --- Tests --------------------------------------------------------------------
+say "tests (API on SQLite; storage suite on SQLite and MariaDB)"
+cargo test --workspace
+
+say "API tests on MariaDB"
+CHATTY_TEST_BACKEND=mysql cargo test -p chatty-web --test api
+
+drop_leftover_test_databases
+say "all tests passed"
