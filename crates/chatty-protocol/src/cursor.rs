@@ -50,17 +50,16 @@ impl RoomCursor {
     }
 
     /// Does an `If-None-Match` header value name this cursor? Accepts a list
-    /// of tags and weak tags, as RFC 9110 allows; `*` matches any version.
+    /// of tags and weak tags, as RFC 9110 allows. `*` is deliberately not
+    /// honoured: a poller sending it would never see news.
     pub fn matches_if_none_match(&self, header: &str) -> bool {
         header.split(',').any(|tag| {
             let tag = tag.trim();
             let tag = tag.strip_prefix("W/").unwrap_or(tag);
-            tag == "*"
-                || tag
-                    .strip_prefix('"')
-                    .and_then(|t| t.strip_suffix('"'))
-                    .and_then(|t| t.parse::<RoomCursor>().ok())
-                    .is_some_and(|c| c == *self)
+            tag.strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| t.parse::<RoomCursor>().ok())
+                .is_some_and(|c| c == *self)
         })
     }
 }
@@ -152,7 +151,7 @@ mod tests {
     }
 
     #[test]
-    fn if_none_match_accepts_lists_weak_tags_and_star() {
+    fn if_none_match_accepts_lists_and_weak_tags_but_not_star() {
         let c = RoomCursor {
             seq: 3,
             epoch: 1,
@@ -161,7 +160,7 @@ mod tests {
         assert!(c.matches_if_none_match("\"3.1.2\""));
         assert!(c.matches_if_none_match("W/\"3.1.2\""));
         assert!(c.matches_if_none_match("\"1.1.1\", \"3.1.2\""));
-        assert!(c.matches_if_none_match("*"));
+        assert!(!c.matches_if_none_match("*"));
         assert!(!c.matches_if_none_match("\"3.1.1\""));
         assert!(!c.matches_if_none_match("3.1.2"));
     }

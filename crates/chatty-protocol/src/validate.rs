@@ -407,8 +407,9 @@ mod tests {
 
     #[test]
     fn combining_mark_floods_are_refused() {
-        assert!(nick("a\u{0300}\u{0301}\u{0302}\u{0303}").is_ok());
-        assert!(nick("a\u{0300}\u{0301}\u{0302}\u{0303}\u{0304}").is_err());
+        // `x` has no precomposed accented forms, so NFC leaves every mark.
+        assert!(nick("x\u{0300}\u{0301}\u{0302}\u{0303}").is_ok());
+        assert!(nick("x\u{0300}\u{0301}\u{0302}\u{0303}\u{0304}").is_err());
         let zalgo: String = std::iter::once('Z')
             .chain(std::iter::repeat_n('\u{0336}', 50))
             .collect();

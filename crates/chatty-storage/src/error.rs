@@ -1,6 +1,6 @@
 //! The storage error type: what callers can act on, not which driver failed.
 
-use sea_orm::{DbErr, SqlErr};
+use sea_orm::{DbErr, RuntimeErr, SqlErr};
 
 /// A storage failure, classified for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,28 @@ impl From<DbErr> for StoreError {
             DbErr::RecordNotFound(what) => StoreError::NotFound(what),
             DbErr::ConnectionAcquire(e) => StoreError::Unavailable(e.to_string()),
             DbErr::Conn(e) => StoreError::Unavailable(e.to_string()),
+            DbErr::Exec(e) | DbErr::Query(e) if is_connection_failure(&e) => {
+                StoreError::Unavailable(e.to_string())
+            }
             other => StoreError::Other(other.to_string()),
         }
+    }
+}
+
+/// Did a statement fail because the database went away (rather than because
+/// of the statement)? Those failures are worth a retry: 503, not 500.
+fn is_connection_failure(err: &RuntimeErr) -> bool {
+    use sea_orm::sqlx::Error;
+    match err {
+        RuntimeErr::SqlxError(e) => matches!(
+            **e,
+            Error::Io(_)
+                | Error::Tls(_)
+                | Error::PoolTimedOut
+                | Error::PoolClosed
+                | Error::WorkerCrashed
+                | Error::Protocol(_)
+        ),
+        _ => false,
     }
 }

@@ -110,7 +110,15 @@ impl SqlStore {
             .min_connections(options.min_connections)
             .connect_timeout(options.connect_timeout)
             .acquire_timeout(options.connect_timeout)
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // WAL: readers never wait for the writer. FULL sync: an acknowledged
+            // message survives a power cut, not just a process crash.
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+            });
         let mut db = tokio::time::timeout(options.connect_timeout, Database::connect(connect))
             .await
             .map_err(|_| {
@@ -338,6 +346,35 @@ impl Store for SqlStore {
                 }
                 Err(e) => Err(e.into()),
             }
+        })
+        .await
+    }
+
+    async fn upsert_site(&self, new: NewSite, disabled: bool) -> Result<Site, StoreError> {
+        let site = self.ensure_site(new.clone()).await?;
+        if site.name == new.name
+            && site.allowed_origins == new.allowed_origins
+            && site.disabled == disabled
+        {
+            return Ok(site);
+        }
+        self.bounded(async {
+            let origins = serde_json::to_string(&new.allowed_origins)
+                .map_err(|e| StoreError::Other(e.to_string()))?;
+            let _writer = self.write_lock().await;
+            site::Entity::update_many()
+                .col_expr(site::Column::Name, Expr::value(new.name.clone()))
+                .col_expr(site::Column::AllowedOrigins, Expr::value(origins))
+                .col_expr(site::Column::Disabled, Expr::value(disabled))
+                .filter(site::Column::Id.eq(site.id))
+                .exec(&self.db)
+                .await?;
+            Ok(Site {
+                name: new.name,
+                allowed_origins: new.allowed_origins,
+                disabled,
+                ..site
+            })
         })
         .await
     }

@@ -16,6 +16,9 @@ use chatty_protocol::validate::PagePath;
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Creates the site if no site has its key; returns the stored site.
     async fn ensure_site(&self, site: NewSite) -> Result<Site, StoreError>;
+    /// Creates or updates the site with this key so that its name, origins
+    /// and disabled flag are exactly as given (configuration-managed sites).
+    async fn upsert_site(&self, site: NewSite, disabled: bool) -> Result<Site, StoreError>;
     /// The site with this public key, if any.
     async fn site_by_key(&self, key: &str) -> Result<Option<Site>, StoreError>;
     /// The room for a site and page (`None`: the site's room), created on first use.

@@ -75,6 +75,7 @@ backend_tests!(
     unicode_survives_a_round_trip,
     posting_to_a_missing_room_is_not_found,
     sequence_numbers_are_per_room,
+    upserting_a_site_updates_it_in_place,
 );
 
 async fn messages_get_contiguous_sequence_numbers_from_one(backend: Backend) {
@@ -269,6 +270,53 @@ async fn sites_are_created_once_and_found_by_key(backend: Backend) {
     assert!(again.allows_origin("https://a.example"));
     assert!(!again.allows_origin("https://evil-a.example"));
     assert_eq!(f.store.site_by_key("nope").await.expect("lookup"), None);
+}
+
+async fn upserting_a_site_updates_it_in_place(backend: Backend) {
+    let f = fixture(backend).await;
+    let before = f
+        .store
+        .site_by_key("site-a")
+        .await
+        .expect("lookup")
+        .expect("exists");
+    let updated = f
+        .store
+        .upsert_site(
+            NewSite {
+                key: "site-a".into(),
+                name: "Renamed".into(),
+                allowed_origins: vec!["https://b.example".into()],
+            },
+            true,
+        )
+        .await
+        .expect("upsert");
+    let read = f
+        .store
+        .site_by_key("site-a")
+        .await
+        .expect("lookup")
+        .expect("exists");
+    assert_eq!(read, updated);
+    assert_eq!(read.id, before.id);
+    assert_eq!(read.name, "Renamed");
+    assert_eq!(read.allowed_origins, vec!["https://b.example".to_owned()]);
+    assert!(read.disabled);
+    let fresh = f
+        .store
+        .upsert_site(
+            NewSite {
+                key: "site-new".into(),
+                name: "New".into(),
+                allowed_origins: vec![],
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    assert!(!fresh.disabled);
+    assert_ne!(fresh.id, before.id);
 }
 
 async fn unicode_survives_a_round_trip(backend: Backend) {

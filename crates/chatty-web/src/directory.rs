@@ -5,6 +5,7 @@
 //! effect within that time on every node.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,59 +17,84 @@ use crate::error::ApiError;
 
 /// How long a site/room lookup is reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
-/// Bound on cached entries (each is small); the cache is cleared when full.
+/// Bound on cached entries per map; a full map is cleared.
 const CACHE_MAX_ENTRIES: usize = 100_000;
 
-type CacheKey = (String, Option<String>);
+/// A small time-bounded cache.
+#[derive(Debug)]
+struct TtlCache<K, V> {
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
+    fn new() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().ok()?;
+        let (value, at) = entries.get(key)?;
+        (at.elapsed() < CACHE_TTL).then(|| value.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CACHE_MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(key, (value, Instant::now()));
+        }
+    }
+}
 
 /// Cached site and room resolution.
 #[derive(Debug)]
 pub struct Directory {
     store: Arc<dyn Store>,
-    cache: Mutex<HashMap<CacheKey, (Site, Room, Instant)>>,
+    sites: TtlCache<String, Site>,
+    rooms: TtlCache<(i64, Option<String>), Room>,
 }
 
 impl Directory {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            cache: Mutex::new(HashMap::new()),
+            sites: TtlCache::new(),
+            rooms: TtlCache::new(),
         }
     }
 
-    /// The site for a key and its room for the page (created on first use).
-    /// Unknown and disabled sites are client errors.
-    pub async fn resolve(
-        &self,
-        key: &SiteKey,
-        page: Option<&PagePath>,
-    ) -> Result<(Site, Room), ApiError> {
-        let cache_key = (key.as_str().to_owned(), page.map(|p| p.as_str().to_owned()));
-        let now = Instant::now();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((site, room, at)) = cache.get(&cache_key)
-            && now.duration_since(*at) < CACHE_TTL
-        {
-            return Ok((site.clone(), room.clone()));
-        }
-        let site = self
-            .store
-            .site_by_key(key.as_str())
-            .await?
-            .ok_or_else(|| ApiError::client(ErrorCode::UnknownSite, "No site has this key."))?;
+    /// The enabled site with this key; unknown and disabled sites are client errors.
+    pub async fn site(&self, key: &SiteKey) -> Result<Site, ApiError> {
+        let site = match self.sites.get(&key.as_str().to_owned()) {
+            Some(site) => site,
+            None => {
+                let site = self.store.site_by_key(key.as_str()).await?.ok_or_else(|| {
+                    ApiError::client(ErrorCode::UnknownSite, "No site has this key.")
+                })?;
+                self.sites.put(key.as_str().to_owned(), site.clone());
+                site
+            }
+        };
         if site.disabled {
             return Err(ApiError::client(
                 ErrorCode::SiteDisabled,
                 "Chat is disabled on this site.",
             ));
         }
-        let room = self.store.room_for(site.id, page).await?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_MAX_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(cache_key, (site.clone(), room.clone(), now));
+        Ok(site)
+    }
+
+    /// The site's room for the page (`None`: the site-wide room), created on first use.
+    pub async fn room(&self, site: &Site, page: Option<&PagePath>) -> Result<Room, ApiError> {
+        let key = (site.id, page.map(|p| p.as_str().to_owned()));
+        if let Some(room) = self.rooms.get(&key) {
+            return Ok(room);
         }
-        Ok((site, room))
+        let room = self.store.room_for(site.id, page).await?;
+        self.rooms.put(key, room.clone());
+        Ok(room)
     }
 }

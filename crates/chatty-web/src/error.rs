@@ -47,7 +47,7 @@ impl ApiError {
         match self {
             ApiError::Client { message, .. } => message.clone(),
             ApiError::Store(StoreError::Unavailable(_)) => {
-                "The chat store is not answering right now; nothing was changed. Retry shortly."
+                "The chat store did not answer in time. Retry shortly; a send retried with the same client_message_id is never stored twice."
                     .into()
             }
             ApiError::Store(_) | ApiError::Internal(_) => {

@@ -20,9 +20,6 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub polls: IntCounterVec,
     pub messages_received: IntCounter,
-    pub db_queries: IntGauge,
-    pub db_query_errors: IntGauge,
-    pub db_query_seconds: prometheus::Gauge,
     pub rooms_in_memory: IntGauge,
     query_stats: Arc<QueryStats>,
 }
@@ -56,18 +53,14 @@ impl Metrics {
             "messages_received_total",
             "Messages stored (retries not counted)",
         )?;
-        let db_queries = IntGauge::new("db_queries_total", "SQL statements sent since start")?;
-        let db_query_errors = IntGauge::new("db_query_errors_total", "SQL statements that failed")?;
-        let db_query_seconds =
-            prometheus::Gauge::new("db_query_seconds_total", "Time spent in SQL statements")?;
         let rooms_in_memory = IntGauge::new("rooms_in_memory", "Rooms held in this node's hub")?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(polls.clone()))?;
         registry.register(Box::new(messages_received.clone()))?;
-        registry.register(Box::new(db_queries.clone()))?;
-        registry.register(Box::new(db_query_errors.clone()))?;
-        registry.register(Box::new(db_query_seconds.clone()))?;
+        registry.register(Box::new(QueryStatsCollector::new(Arc::clone(
+            &query_stats,
+        ))?))?;
         registry.register(Box::new(rooms_in_memory.clone()))?;
         Ok(Self {
             registry,
@@ -75,9 +68,6 @@ impl Metrics {
             http_duration,
             polls,
             messages_received,
-            db_queries,
-            db_query_errors,
-            db_query_seconds,
             rooms_in_memory,
             query_stats,
         })
@@ -90,17 +80,64 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self, rooms_in_memory: usize) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.db_queries
-            .set(i64::try_from(self.query_stats.queries()).unwrap_or(i64::MAX));
-        self.db_query_errors
-            .set(i64::try_from(self.query_stats.failed.load(Relaxed)).unwrap_or(i64::MAX));
-        self.db_query_seconds
-            .set(self.query_stats.micros.load(Relaxed) as f64 / 1e6);
         self.rooms_in_memory
             .set(i64::try_from(rooms_in_memory).unwrap_or(i64::MAX));
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Exports the store's statement counters (kept as atomics by the storage
+/// crate) as Prometheus counters, read at scrape time.
+#[derive(Debug)]
+struct QueryStatsCollector {
+    stats: Arc<QueryStats>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl QueryStatsCollector {
+    const QUERIES: (&'static str, &'static str) =
+        ("db_queries_total", "SQL statements sent since start");
+    const FAILED: (&'static str, &'static str) =
+        ("db_query_errors_total", "SQL statements that failed");
+    const SECONDS: (&'static str, &'static str) =
+        ("db_query_seconds_total", "Time spent in SQL statements");
+
+    fn new(stats: Arc<QueryStats>) -> Result<Self, prometheus::Error> {
+        let mut descs = Vec::new();
+        for (name, help) in [Self::QUERIES, Self::FAILED, Self::SECONDS] {
+            let counter = prometheus::Counter::new(name, help)?;
+            descs.extend(
+                prometheus::core::Collector::desc(&counter)
+                    .into_iter()
+                    .cloned(),
+            );
+        }
+        Ok(Self { stats, descs })
+    }
+}
+
+impl prometheus::core::Collector for QueryStatsCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let values = [
+            (Self::QUERIES, self.stats.queries.load(Relaxed) as f64),
+            (Self::FAILED, self.stats.failed.load(Relaxed) as f64),
+            (Self::SECONDS, self.stats.micros.load(Relaxed) as f64 / 1e6),
+        ];
+        values
+            .into_iter()
+            .filter_map(|((name, help), value)| {
+                let counter = prometheus::Counter::new(name, help).ok()?;
+                counter.inc_by(value);
+                Some(counter.collect())
+            })
+            .flatten()
+            .collect()
     }
 }

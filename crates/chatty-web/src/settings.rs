@@ -199,7 +199,7 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
-    /// HMAC key for guest tokens, at least 32 characters. Empty: a random key
+    /// HMAC key for guest tokens, at least 32 bytes. Empty: a random key
     /// per process (fine for one node; tokens die with the process). Nodes
     /// that share a database must share this secret.
     pub token_secret: Secret,
@@ -270,7 +270,9 @@ impl Default for DemoSettings {
 
 /// Accepts a list, or a comma-separated string (how lists arrive from
 /// environment variables).
-fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrString {
@@ -376,7 +378,7 @@ impl Settings {
         if !secret.is_empty() && secret.len() < 32 {
             return invalid(
                 "auth.token_secret",
-                "must be empty (random per process) or at least 32 characters",
+                "must be empty (random per process) or at least 32 bytes long",
             );
         }
         if self.auth.token_ttl_secs == 0 {
@@ -419,11 +421,17 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn toml_file(contents: &str) -> tempfile::NamedTempFile {
-        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp file");
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
         file.write_all(contents.as_bytes()).expect("write");
         file
     }
@@ -443,13 +451,20 @@ mod tests {
 
     #[test]
     fn the_environment_overrides_the_file_which_overrides_defaults() {
-        let file = toml_file("[server]\nport = 9000\nworkers = 3\n[chat]\npoll_interval_ms = 1500\n");
+        let file =
+            toml_file("[server]\nport = 9000\nworkers = 3\n[chat]\npoll_interval_ms = 1500\n");
         let settings = Settings::load_from(
             Some(file.path().to_owned()),
             env(&[
                 ("CHATTY__SERVER__PORT", "9100"),
-                ("CHATTY__DEMO__ALLOWED_ORIGINS", "https://a.example,https://b.example"),
-                ("CHATTY__AUTH__TOKEN_SECRET", "0123456789012345678901234567890123"),
+                (
+                    "CHATTY__DEMO__ALLOWED_ORIGINS",
+                    "https://a.example,https://b.example",
+                ),
+                (
+                    "CHATTY__AUTH__TOKEN_SECRET",
+                    "0123456789012345678901234567890123",
+                ),
                 ("UNRELATED", "ignored"),
             ]),
         )
@@ -457,9 +472,18 @@ mod tests {
         assert_eq!(settings.server.port, 9100, "env beats file");
         assert_eq!(settings.server.workers, 3, "file beats default");
         assert_eq!(settings.chat.poll_interval_ms, 1500);
-        assert_eq!(settings.demo.allowed_origins, vec!["https://a.example", "https://b.example"]);
-        assert_eq!(settings.auth.token_secret.expose(), "0123456789012345678901234567890123");
-        assert_eq!(settings.chat.history_messages, ChatSettings::default().history_messages);
+        assert_eq!(
+            settings.demo.allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(
+            settings.auth.token_secret.expose(),
+            "0123456789012345678901234567890123"
+        );
+        assert_eq!(
+            settings.chat.history_messages,
+            ChatSettings::default().history_messages
+        );
     }
 
     #[test]
@@ -474,15 +498,24 @@ mod tests {
 
     #[test]
     fn an_unknown_environment_key_stops_the_start_naming_it() {
-        let text = error_text(Settings::load_from(None, env(&[("CHATTY__CHAT__POLL_INTERVAL", "5")])));
+        let text = error_text(Settings::load_from(
+            None,
+            env(&[("CHATTY__CHAT__POLL_INTERVAL", "5")]),
+        ));
         assert!(text.contains("poll_interval"), "{text}");
     }
 
     #[test]
     fn a_bad_value_stops_the_start_naming_the_key() {
-        let text = error_text(Settings::load_from(None, env(&[("CHATTY__SERVER__PORT", "eighty")])));
+        let text = error_text(Settings::load_from(
+            None,
+            env(&[("CHATTY__SERVER__PORT", "eighty")]),
+        ));
         assert!(text.contains("server.port"), "{text}");
-        let text = error_text(Settings::load_from(None, env(&[("CHATTY__LOG__FORMAT", "xml")])));
+        let text = error_text(Settings::load_from(
+            None,
+            env(&[("CHATTY__LOG__FORMAT", "xml")]),
+        ));
         assert!(text.contains("log.format"), "{text}");
         let file = toml_file("[chat]\nmax_body_chars = -5\n");
         let text = error_text(Settings::load_from(Some(file.path().to_owned()), env(&[])));
@@ -493,12 +526,21 @@ mod tests {
     fn rules_between_keys_are_checked() {
         let text = error_text(Settings::load_from(
             None,
-            env(&[("CHATTY__CHAT__HISTORY_MESSAGES", "500"), ("CHATTY__CHAT__WINDOW_MESSAGES", "100")]),
+            env(&[
+                ("CHATTY__CHAT__HISTORY_MESSAGES", "500"),
+                ("CHATTY__CHAT__WINDOW_MESSAGES", "100"),
+            ]),
         ));
         assert!(text.contains("chat.history_messages"), "{text}");
-        let text = error_text(Settings::load_from(None, env(&[("CHATTY__AUTH__TOKEN_SECRET", "short")])));
+        let text = error_text(Settings::load_from(
+            None,
+            env(&[("CHATTY__AUTH__TOKEN_SECRET", "short")]),
+        ));
         assert!(text.contains("auth.token_secret"), "{text}");
-        let text = error_text(Settings::load_from(None, env(&[("CHATTY__DATABASE__URL", "postgres://x")])));
+        let text = error_text(Settings::load_from(
+            None,
+            env(&[("CHATTY__DATABASE__URL", "postgres://x")]),
+        ));
         assert!(text.contains("database.url"), "{text}");
     }
 
@@ -514,16 +556,24 @@ mod tests {
         settings.auth.token_secret = Secret::new("super-secret-value-that-is-long-enough");
         settings.database.url = "mysql://chatty:hunter2@db:3306/chatty".into();
         let text = format!("{settings:?}");
-        assert!(!text.contains("super-secret") && !text.contains("hunter2"), "{text}");
+        assert!(
+            !text.contains("super-secret") && !text.contains("hunter2"),
+            "{text}"
+        );
         assert!(text.contains("mysql://chatty:***@db:3306/chatty"));
     }
 
     #[test]
     fn the_example_file_holds_every_key_with_its_default() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
         let text = std::fs::read_to_string(&path).expect("config/example.toml exists");
         let loaded = Settings::load_from(Some(path), env(&[])).expect("the example loads");
-        assert_eq!(loaded, Settings::default(), "config/example.toml drifted from the defaults");
+        assert_eq!(
+            loaded,
+            Settings::default(),
+            "config/example.toml drifted from the defaults"
+        );
         // Every key is written out, not just left to its default.
         let example: toml::Table = toml::from_str(&text).expect("valid TOML");
         let defaults = toml::Table::try_from(Settings::default()).expect("defaults serialise");

@@ -83,13 +83,23 @@ impl Application {
             })?;
         let query_stats = sql.stats();
         let store: Arc<dyn Store> = Arc::new(sql);
-        if settings.demo.enabled {
+        // The demo site follows the configuration at every start: renamed,
+        // re-originated, or disabled when the demo is turned off.
+        let demo_exists = store
+            .site_by_key(&settings.demo.site_key)
+            .await
+            .map_err(StartupError::DemoSite)?
+            .is_some();
+        if settings.demo.enabled || demo_exists {
             store
-                .ensure_site(NewSite {
-                    key: settings.demo.site_key.clone(),
-                    name: settings.demo.site_name.clone(),
-                    allowed_origins: settings.demo.allowed_origins.clone(),
-                })
+                .upsert_site(
+                    NewSite {
+                        key: settings.demo.site_key.clone(),
+                        name: settings.demo.site_name.clone(),
+                        allowed_origins: settings.demo.allowed_origins.clone(),
+                    },
+                    !settings.demo.enabled,
+                )
                 .await
                 .map_err(StartupError::DemoSite)?;
         }

@@ -1,4 +1,8 @@
 //! Sites, rooms and messages.
+//!
+//! Every statement is `CREATE TABLE IF NOT EXISTS` with its indexes inline,
+//! so a first start that died half-way (MySQL DDL is not transactional) is
+//! completed by the next start instead of failing on an existing index.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -45,6 +49,13 @@ impl MigrationTrait for Migration {
                     .col(string_len("scope", 256))
                     .col(big_integer("last_seq").default(0))
                     .col(big_integer("created_at_ms"))
+                    .index(
+                        Index::create()
+                            .name("ux_rooms_site_scope")
+                            .col("site_id")
+                            .col("scope")
+                            .unique(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_rooms_site")
@@ -52,17 +63,6 @@ impl MigrationTrait for Migration {
                             .to("sites", "id"),
                     ),
             ))
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ux_rooms_site_scope")
-                    .table("rooms")
-                    .col("site_id")
-                    .col("scope")
-                    .unique()
-                    .to_owned(),
-            )
             .await?;
         manager
             .create_table(for_backend(
@@ -78,6 +78,20 @@ impl MigrationTrait for Migration {
                     .col(text("body"))
                     .col(string_len("client_message_id", 64))
                     .col(big_integer("created_at_ms"))
+                    .index(
+                        Index::create()
+                            .name("ux_messages_room_seq")
+                            .col("room_id")
+                            .col("seq")
+                            .unique(),
+                    )
+                    .index(
+                        Index::create()
+                            .name("ux_messages_room_client_id")
+                            .col("room_id")
+                            .col("client_message_id")
+                            .unique(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_messages_room")
@@ -85,28 +99,6 @@ impl MigrationTrait for Migration {
                             .to("rooms", "id"),
                     ),
             ))
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ux_messages_room_seq")
-                    .table("messages")
-                    .col("room_id")
-                    .col("seq")
-                    .unique()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ux_messages_room_client_id")
-                    .table("messages")
-                    .col("room_id")
-                    .col("client_message_id")
-                    .unique()
-                    .to_owned(),
-            )
             .await?;
         Ok(())
     }

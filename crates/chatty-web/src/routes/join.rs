@@ -31,7 +31,8 @@ pub async fn join(
         .transpose()
         .map_err(|e| ApiError::client(e.code, e.message))?;
 
-    let (site, room) = state.directory.resolve(&site_key, page.as_ref()).await?;
+    // The origin is checked before any room is created for this request.
+    let site = state.directory.site(&site_key).await?;
     if let Some(origin) = req.headers().get(ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
         if !site.allows_origin(origin) {
@@ -41,13 +42,15 @@ pub async fn join(
             ));
         }
     }
+    let room = state.directory.room(&site, page.as_ref()).await?;
 
     let now = chrono::Utc::now().timestamp();
-    // Keep the guest id of an earlier token of the same site, if any.
+    // Keep the guest id of an earlier token of the same site, if any, even
+    // an expired one: the widget rejoins with it after `token_expired`.
     let guest_id = request
         .token
         .as_deref()
-        .and_then(|t| state.tokens.verify(t, now).ok())
+        .and_then(|t| state.tokens.verify_signature(t).ok())
         .filter(|claims| claims.site_id == site.id)
         .map(|claims| claims.guest_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());

@@ -60,9 +60,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
             .route(web::get().to(assets::demo_page))
             .default_service(web::to(method_not_allowed)),
     )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(health::readyz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(health::metrics))
+            .default_service(web::to(method_not_allowed)),
+    )
     .default_service(web::to(not_found));
 }
 

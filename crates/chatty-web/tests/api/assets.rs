@@ -2,7 +2,9 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use chatty_protocol::ErrorCode;
+
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, spawn_node};
 
 #[tokio::test]
 async fn widget_js_is_served_with_an_etag_and_revalidates_to_304() {
@@ -88,6 +90,79 @@ async fn without_the_demo_the_root_is_not_found() {
     let app = spawn_app_with(|s| s.demo.enabled = false).await;
     let response = app.client.get(app.url("/")).send().await.expect("get");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let join = app
+        .join_raw(&serde_json::json!({"site_key": "demo", "nickname": "Ann"}))
+        .await;
+    assert_error(join, 404, ErrorCode::UnknownSite).await;
+}
+
+#[tokio::test]
+async fn turning_the_demo_off_disables_its_existing_site() {
+    let first = spawn_app().await;
+    first.join("Ann").await;
+    let restarted = spawn_node(std::sync::Arc::clone(&first.db), |s| s.demo.enabled = false).await;
+    let join = restarted
+        .join_raw(&serde_json::json!({"site_key": "demo", "nickname": "Ann"}))
+        .await;
+    assert_error(join, 403, ErrorCode::SiteDisabled).await;
+}
+
+#[tokio::test]
+async fn demo_origins_follow_the_configuration_at_start() {
+    let first = spawn_app().await;
+    let restarted = spawn_node(std::sync::Arc::clone(&first.db), |s| {
+        s.demo.allowed_origins = vec!["https://only.example".into()];
+    })
+    .await;
+    let join = |origin: &'static str| {
+        restarted
+            .client
+            .post(restarted.url("/api/v1/join"))
+            .header("origin", origin)
+            .json(&serde_json::json!({"site_key": "demo", "nickname": "Ann"}))
+            .send()
+    };
+    assert_eq!(
+        join("https://only.example").await.expect("sent").status(),
+        StatusCode::OK
+    );
+    assert_error(
+        join("https://other.example").await.expect("sent"),
+        403,
+        ErrorCode::OriginNotAllowed,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn messages_survive_a_restart_and_numbering_continues() {
+    let first = spawn_app().await;
+    let ann = first.join("Ann").await;
+    for i in 1..=3 {
+        first.send(&ann, &format!("m-{i}"), "before restart").await;
+    }
+    let restarted = spawn_node(std::sync::Arc::clone(&first.db), |_| {}).await;
+    let bob = restarted.join("Bob").await;
+    assert_eq!(
+        bob.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let sent: chatty_protocol::api::SendResponse = restarted
+        .send(&bob, "m-4", "after")
+        .await
+        .json()
+        .await
+        .expect("send");
+    assert_eq!(sent.message.seq, 4);
+}
+
+#[tokio::test]
+async fn operational_endpoints_refuse_other_methods_with_405() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/readyz", "/metrics", "/widget.js", "/"] {
+        let response = app.client.post(app.url(path)).send().await.expect("post");
+        assert_error(response, 405, ErrorCode::MethodNotAllowed).await;
+    }
 }
 
 #[tokio::test]

@@ -265,6 +265,36 @@ async fn joining_again_with_the_old_token_keeps_the_guest_id() {
 }
 
 #[tokio::test]
+async fn joining_again_with_an_expired_token_keeps_the_guest_id() {
+    let app = spawn_app().await;
+    let first = app.join("Ann").await;
+    let claims = chatty_web::token::GuestClaims {
+        site_id: 1,
+        room_id: first.room.id,
+        guest_id: first.guest.id.clone(),
+        nickname: "Ann".into(),
+        expires_at: chrono::Utc::now().timestamp() - 10,
+    };
+    let expired = chatty_web::token::TokenKey::new(crate::helpers::TEST_SECRET).sign(&claims);
+    let poll = app
+        .client
+        .get(app.url(&format!("/api/v1/rooms/{}/events", first.room.id)))
+        .query(&[("cursor", first.cursor.to_string())])
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .expect("poll");
+    assert_error(poll, 401, ErrorCode::TokenExpired).await;
+    let again = app
+        .join_raw(&serde_json::json!({"site_key": "demo", "nickname": "Ann", "token": expired}))
+        .await
+        .json::<chatty_protocol::api::JoinResponse>()
+        .await
+        .expect("join");
+    assert_eq!(again.guest.id, first.guest.id);
+}
+
+#[tokio::test]
 async fn sends_of_many_guests_get_contiguous_sequence_numbers() {
     let app = std::sync::Arc::new(spawn_app().await);
     let mut tasks = Vec::new();

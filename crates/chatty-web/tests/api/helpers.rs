@@ -21,7 +21,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: chatty_web::state::AppState,
     pub query_stats: std::sync::Arc<chatty_storage::QueryStats>,
-    _db: TestDatabase,
+    pub db: std::sync::Arc<TestDatabase>,
 }
 
 /// Starts a node with the default test settings.
@@ -31,13 +31,22 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a node after `customise` has adjusted its settings.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = std::sync::Arc::new(TestDatabase::new(Backend::from_env()).await);
+    spawn_node(db, customise).await
+}
+
+/// Starts a node on an existing test database (another node of the same
+/// deployment, or the same node restarted).
+pub async fn spawn_node(
+    db: std::sync::Arc<TestDatabase>,
+    customise: impl FnOnce(&mut Settings),
+) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = chatty_web::telemetry::init(&LogSettings {
             filter: "debug".into(),
             ..Default::default()
         });
     }
-    let db = TestDatabase::new(Backend::from_env()).await;
     let mut settings = Settings::default();
     settings.server.port = 0;
     settings.server.workers = 1;
@@ -61,7 +70,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         client,
         state,
         query_stats,
-        _db: db,
+        db,
     }
 }
 
