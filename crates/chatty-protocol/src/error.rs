@@ -62,6 +62,8 @@ pub enum ErrorCode {
     InvalidCursor,
     /// A store (database) did not answer in time or is down; retry later.
     StoreUnavailable,
+    /// The message bus (Redis) did not answer in time or is down; retry later.
+    BusUnavailable,
     /// Something failed inside the server. The cause is logged, never sent.
     InternalError,
 }
@@ -91,7 +93,7 @@ impl ErrorCode {
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             InternalError => 500,
-            StoreUnavailable => 503,
+            StoreUnavailable | BusUnavailable => 503,
         }
     }
 
@@ -125,6 +127,7 @@ impl ErrorCode {
             InvalidPage => "invalid_page",
             InvalidCursor => "invalid_cursor",
             StoreUnavailable => "store_unavailable",
+            BusUnavailable => "bus_unavailable",
             InternalError => "internal_error",
         }
     }
@@ -195,6 +198,7 @@ mod tests {
             InvalidPage,
             InvalidCursor,
             StoreUnavailable,
+            BusUnavailable,
             InternalError,
         ] {
             let json = serde_json::to_string(&code).expect("serialises");

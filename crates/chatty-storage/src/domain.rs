@@ -59,8 +59,9 @@ pub struct NewMessage {
     pub created_at: DateTime<Utc>,
 }
 
-/// A stored message with its per-room sequence number.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stored message with its per-room sequence number. Serialisable: it
+/// travels between nodes on the bus and is kept in the Redis history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredMessage {
     pub room_id: i64,
     pub seq: u64,

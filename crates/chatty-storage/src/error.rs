@@ -15,6 +15,9 @@ pub enum StoreError {
     /// answer 503 and the client retries.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The bus (Redis) did not answer in time or could not be reached.
+    #[error("bus unavailable: {0}")]
+    BusUnavailable(String),
     /// Anything else. Logged, answered as an opaque 500.
     #[error("storage error: {0}")]
     Other(String),
@@ -37,20 +40,26 @@ impl From<DbErr> for StoreError {
     }
 }
 
-/// Did a statement fail because the database went away (rather than because
-/// of the statement)? Those failures are worth a retry: 503, not 500.
+/// Did a statement fail because the database went away or was too busy
+/// (rather than because of the statement)? Worth a retry: 503, not 500.
 fn is_connection_failure(err: &RuntimeErr) -> bool {
     use sea_orm::sqlx::Error;
     match err {
-        RuntimeErr::SqlxError(e) => matches!(
-            **e,
+        RuntimeErr::SqlxError(e) => match &**e {
             Error::Io(_)
-                | Error::Tls(_)
-                | Error::PoolTimedOut
-                | Error::PoolClosed
-                | Error::WorkerCrashed
-                | Error::Protocol(_)
-        ),
+            | Error::Tls(_)
+            | Error::PoolTimedOut
+            | Error::PoolClosed
+            | Error::WorkerCrashed
+            | Error::Protocol(_) => true,
+            // Contention, not a bad statement: SQLite busy/locked (5, 6,
+            // 517), MySQL deadlock (SQLSTATE 40001) or lock wait timeout.
+            Error::Database(db) => {
+                matches!(db.code().as_deref(), Some("5" | "6" | "517" | "40001"))
+                    || db.message().contains("Lock wait timeout")
+            }
+            _ => false,
+        },
         _ => false,
     }
 }

@@ -6,8 +6,12 @@
 //! * [`Store`] — the durable store of sites, rooms and messages. One
 //!   implementation, [`SqlStore`], runs the same sea-orm entities and
 //!   migrations on SQLite (the embedded default) and MySQL/MariaDB.
-//! * [`EventBus`] — how a committed message reaches every node's in-memory
-//!   room state. [`InProcessBus`] is the single-node implementation.
+//! * [`EventBus`] — how a committed message (or a presence change) reaches
+//!   every node's in-memory room state: [`InProcessBus`] for the embedded
+//!   mode, [`RedisBus`] (one subscription per node, plus a capped history of
+//!   recent messages per room) for the shared mode.
+//! * [`PresenceStore`] — who is in each room: [`InMemoryPresence`] or
+//!   [`RedisPresence`].
 //!
 //! Layout: `domain` (the types the traits speak), `entity` (sea-orm models,
 //! private), `migration` (schema, run at start), `sql` (the store), `bus`.
@@ -17,12 +21,18 @@ pub mod domain;
 mod entity;
 pub mod error;
 pub mod migration;
+pub mod presence;
+pub mod redis;
 pub mod sql;
 mod store;
 
 pub use bus::{BusEvent, EventBus, InProcessBus};
 pub use domain::{NewMessage, NewSite, PostOutcome, Room, Site, StoredMessage};
 pub use error::StoreError;
+pub use presence::{
+    InMemoryPresence, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches,
+};
+pub use redis::{RedisBus, RedisClient, RedisOptions, RedisPresence, RedisStats};
 pub use sql::{QueryStats, SqlStore, SqlStoreOptions};
 pub use store::Store;
 

@@ -482,6 +482,22 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn last_seqs(&self, room_ids: &[i64]) -> Result<Vec<(i64, u64)>, StoreError> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.bounded(async {
+            room::Entity::find()
+                .filter(room::Column::Id.is_in(room_ids.iter().copied()))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.id, to_u64(r.last_seq, "last_seq")?)))
+                .collect()
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async { Ok(self.db.ping().await?) }).await
     }

@@ -41,6 +41,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         room_id: i64,
         limit: u64,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The newest seq of each of these rooms (rooms that do not exist are left out).
+    async fn last_seqs(&self, room_ids: &[i64]) -> Result<Vec<(i64, u64)>, StoreError>;
     /// Is the store reachable?
     async fn ping(&self) -> Result<(), StoreError>;
 }

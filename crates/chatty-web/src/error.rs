@@ -39,6 +39,7 @@ impl ApiError {
         match self {
             ApiError::Client { code, .. } => *code,
             ApiError::Store(StoreError::Unavailable(_)) => ErrorCode::StoreUnavailable,
+            ApiError::Store(StoreError::BusUnavailable(_)) => ErrorCode::BusUnavailable,
             ApiError::Store(_) | ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -62,7 +63,7 @@ pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
     let status =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
-    if code == ErrorCode::StoreUnavailable {
+    if code.http_status() == 503 {
         response.insert_header(("Retry-After", "1"));
     }
     response
@@ -80,6 +81,9 @@ impl ResponseError for ApiError {
             ApiError::Client { .. } => {}
             ApiError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable")
+            }
+            ApiError::Store(StoreError::BusUnavailable(cause)) => {
+                tracing::warn!(%cause, "bus unavailable")
             }
             other => tracing::error!(error = %other, "request failed"),
         }

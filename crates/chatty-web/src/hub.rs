@@ -5,24 +5,29 @@
 //!
 //! * the room's **version** (`RoomCursor`: last message seq, presence epoch
 //!   and presence version) is what an unchanged poll's `If-None-Match` is
-//!   compared with — a `304` costs no database query and no allocation
-//!   beyond the response;
+//!   compared with — a `304` costs no database query, no Redis call and no
+//!   serialisation;
 //! * a **window** of the latest messages, each serialised to its event JSON
 //!   once when it arrives and then shared by every poll that needs it;
-//! * **presence**: members and when each was last seen, plus a short log of
-//!   join/leave events so pollers get diffs.
+//! * a **mirror of presence**: the member list and a short log of join/leave
+//!   events, so pollers get diffs. The state of record is the
+//!   [`PresenceStore`]; the mirror follows it through the bus.
 //!
-//! Only a client further behind than the window (or a room not yet loaded)
-//! costs a database query.
+//! A poll also records "this guest was here" in the room (no I/O); the
+//! presence ticker hands those to the presence store in one batch per
+//! flush interval. Only a client further behind than the window (or a room
+//! not yet loaded) costs a read from the bus history or the database.
 //!
 //! ## Ordering
 //!
-//! Messages reach the hub from the local send path and from the bus, in any
-//! order and possibly twice. The window only ever holds a contiguous run of
-//! sequence numbers: a message that arrives early waits in `pending`, a
-//! duplicate is dropped, and a hole that does not close by itself within
-//! `gap_fill_delay` is filled from the store (a committed seq `n` implies
-//! every seq below `n` is committed, see `chatty_storage::sql`).
+//! Messages and presence changes reach the hub from the local request path
+//! and from the bus, in any order and possibly twice. The window only ever
+//! holds a contiguous run of sequence numbers, and the mirror only applies
+//! presence versions in order: early arrivals wait in `pending`, duplicates
+//! are dropped, and a hole that does not close by itself within
+//! `gap_fill_delay` is filled from the bus history or the store (messages)
+//! or by a snapshot (presence). A committed seq `n` implies every seq below
+//! `n` is committed (see `chatty_storage::sql`), so a fill always succeeds.
 //!
 //! ## Locks
 //!
@@ -33,9 +38,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use chatty_protocol::RoomCursor;
 use chatty_protocol::event::{Event, LeaveReason, Member, MessageView, ResetReason};
-use chatty_storage::{Store, StoredMessage};
+use chatty_protocol::{ErrorCode, RoomCursor};
+use chatty_storage::{
+    EventBus, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches, Store,
+    StoredMessage,
+};
 
 use crate::error::ApiError;
 
@@ -59,12 +67,6 @@ struct WindowMessage {
 }
 
 #[derive(Debug)]
-struct MemberEntry {
-    nickname: String,
-    last_seen: Instant,
-}
-
-#[derive(Debug)]
 struct RoomInner {
     /// Highest contiguous sequence number this node holds.
     last_seq: u64,
@@ -73,11 +75,20 @@ struct RoomInner {
     /// Messages that arrived ahead of a hole, by seq.
     pending: BTreeMap<u64, StoredMessage>,
     gap_fill_scheduled: bool,
+    /// Presence mirror: epoch and version of the state below.
     epoch: u32,
     presence_version: u64,
-    members: HashMap<String, MemberEntry>,
+    /// guest id → nickname
+    members: HashMap<String, String>,
     /// Join/leave events by the presence version they produced.
     presence_log: VecDeque<(u64, Arc<str>)>,
+    /// Presence changes that arrived ahead of a hole (same epoch).
+    presence_pending: BTreeMap<u64, PresenceChange>,
+    /// The mirror needs a snapshot (another epoch, or a hole).
+    presence_stale: bool,
+    presence_resync_scheduled: bool,
+    /// Guests seen by polls since the last presence tick: guest id → nickname.
+    touched: HashMap<String, String>,
     last_active: Instant,
 }
 
@@ -85,7 +96,6 @@ struct RoomInner {
 #[derive(Debug)]
 pub struct RoomState {
     pub id: i64,
-    pub site_id: i64,
     inner: Mutex<RoomInner>,
 }
 
@@ -148,7 +158,56 @@ fn lock(room: &RoomState) -> MutexGuard<'_, RoomInner> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn client_event(change: &PresenceChange) -> Event {
+    let member = Member {
+        guest_id: change.guest_id.clone(),
+        nickname: change.nickname.clone(),
+    };
+    match change.kind {
+        PresenceKind::Join => Event::Join {
+            presence_version: change.version,
+            member,
+        },
+        PresenceKind::Left => Event::Leave {
+            presence_version: change.version,
+            member,
+            reason: LeaveReason::Left,
+        },
+        PresenceKind::Timeout => Event::Leave {
+            presence_version: change.version,
+            member,
+            reason: LeaveReason::Timeout,
+        },
+    }
+}
+
 impl RoomInner {
+    fn new(now: Instant, snapshot: Option<PresenceSnapshot>) -> Self {
+        let mut inner = Self {
+            last_seq: 0,
+            window: VecDeque::new(),
+            pending: BTreeMap::new(),
+            gap_fill_scheduled: false,
+            epoch: 0,
+            presence_version: 0,
+            members: HashMap::new(),
+            presence_log: VecDeque::new(),
+            presence_pending: BTreeMap::new(),
+            presence_stale: snapshot.is_none(),
+            presence_resync_scheduled: false,
+            touched: HashMap::new(),
+            last_active: now,
+        };
+        if let Some(snapshot) = snapshot {
+            inner.apply_snapshot(snapshot);
+        }
+        inner
+    }
+
     fn cursor(&self) -> RoomCursor {
         RoomCursor {
             seq: self.last_seq,
@@ -190,7 +249,6 @@ impl RoomInner {
             while let Some(next) = self.pending.remove(&(self.last_seq + 1)) {
                 self.push_window(&next, capacity);
             }
-            // Anything pending at or below last_seq is now a duplicate.
             let last = self.last_seq;
             self.pending.retain(|seq, _| *seq > last);
         } else {
@@ -204,84 +262,77 @@ impl RoomInner {
         }
     }
 
-    fn record_presence(&mut self, event: Event, log_capacity: usize) {
-        self.presence_version += 1;
-        let event = match event {
-            Event::Join { member, .. } => Event::Join {
-                presence_version: self.presence_version,
-                member,
-            },
-            Event::Leave { member, reason, .. } => Event::Leave {
-                presence_version: self.presence_version,
-                member,
-                reason,
-            },
-            other => other,
-        };
+    fn apply_change(&mut self, change: &PresenceChange, log_capacity: usize) {
+        match change.kind {
+            PresenceKind::Join => {
+                self.members
+                    .insert(change.guest_id.clone(), change.nickname.clone());
+            }
+            PresenceKind::Left | PresenceKind::Timeout => {
+                self.members.remove(&change.guest_id);
+            }
+        }
+        self.presence_version = change.version;
         self.presence_log
-            .push_back((self.presence_version, event_json(&event)));
+            .push_back((change.version, event_json(&client_event(change))));
         while self.presence_log.len() > log_capacity {
             self.presence_log.pop_front();
         }
     }
 
-    /// Marks a guest present; a newcomer (or a new nickname) is a join.
-    fn touch(&mut self, guest_id: &str, nickname: &str, now: Instant, log_capacity: usize) {
-        self.last_active = now;
-        if let Some(entry) = self.members.get_mut(guest_id) {
-            entry.last_seen = now;
-            if entry.nickname == nickname {
-                return;
+    /// Accepts a presence change in any order. Returns `true` when the
+    /// mirror needs a snapshot and none is scheduled yet.
+    fn accept_presence(&mut self, change: PresenceChange, log_capacity: usize) -> bool {
+        if change.epoch != self.epoch {
+            self.presence_stale = true;
+        } else if change.version == self.presence_version + 1 {
+            self.apply_change(&change, log_capacity);
+            while let Some(next) = self.presence_pending.remove(&(self.presence_version + 1)) {
+                self.apply_change(&next, log_capacity);
             }
-            entry.nickname = nickname.to_owned();
-        } else {
-            self.members.insert(
-                guest_id.to_owned(),
-                MemberEntry {
-                    nickname: nickname.to_owned(),
-                    last_seen: now,
-                },
-            );
+            let version = self.presence_version;
+            self.presence_pending.retain(|v, _| *v > version);
+        } else if change.version > self.presence_version {
+            self.presence_pending.insert(change.version, change);
         }
-        let member = Member {
-            guest_id: guest_id.to_owned(),
-            nickname: nickname.to_owned(),
-        };
-        self.record_presence(
-            Event::Join {
-                presence_version: 0,
-                member,
-            },
-            log_capacity,
-        );
+        let needs_resync = self.presence_stale || !self.presence_pending.is_empty();
+        if needs_resync && !self.presence_resync_scheduled {
+            self.presence_resync_scheduled = true;
+            true
+        } else {
+            false
+        }
     }
 
-    fn remove_member(&mut self, guest_id: &str, reason: LeaveReason, log_capacity: usize) -> bool {
-        let Some(entry) = self.members.remove(guest_id) else {
-            return false;
-        };
-        let member = Member {
-            guest_id: guest_id.to_owned(),
-            nickname: entry.nickname,
-        };
-        self.record_presence(
-            Event::Leave {
-                presence_version: 0,
-                member,
-                reason,
-            },
-            log_capacity,
-        );
-        true
+    /// Replaces the mirror with the store's member list. The log is cleared,
+    /// so clients at older versions get a full member list.
+    fn apply_snapshot(&mut self, snapshot: PresenceSnapshot) {
+        if snapshot.epoch == self.epoch
+            && snapshot.version <= self.presence_version
+            && !self.presence_stale
+        {
+            return; // the mirror is already at or past it
+        }
+        self.epoch = snapshot.epoch;
+        self.presence_version = snapshot.version;
+        self.members = snapshot.members.into_iter().collect();
+        self.presence_log.clear();
+        self.presence_stale = false;
+        let version = self.presence_version;
+        self.presence_pending.retain(|v, _| *v > version);
+    }
+
+    fn presence_in_order(&self) -> bool {
+        !self.presence_stale && self.presence_pending.is_empty()
     }
 
     fn member_list(&self) -> Vec<Member> {
         let mut members: Vec<Member> = self
             .members
             .iter()
-            .map(|(id, m)| Member {
+            .map(|(id, nickname)| Member {
                 guest_id: id.clone(),
-                nickname: m.nickname.clone(),
+                nickname: nickname.clone(),
             })
             .collect();
         members.sort_by(|a, b| {
@@ -348,7 +399,7 @@ enum PollPlan {
         presence: Vec<Arc<str>>,
         snapshot: RoomCursor,
     },
-    /// The client is ahead of this node: catch up from the store, then retry.
+    /// The client is ahead of this node: catch up, then look again.
     CatchUp,
 }
 
@@ -357,14 +408,23 @@ enum PollPlan {
 pub struct Hub {
     rooms: RwLock<HashMap<i64, Arc<RoomState>>>,
     store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    presence: Arc<dyn PresenceStore>,
     settings: HubSettings,
 }
 
 impl Hub {
-    pub fn new(store: Arc<dyn Store>, settings: HubSettings) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        presence: Arc<dyn PresenceStore>,
+        settings: HubSettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             rooms: RwLock::new(HashMap::new()),
             store,
+            bus,
+            presence,
             settings,
         })
     }
@@ -385,36 +445,53 @@ impl Hub {
             .and_then(|rooms| rooms.get(&room_id).cloned())
     }
 
-    /// The room's state, loaded from the store on first use.
+    fn all_rooms(&self) -> Vec<Arc<RoomState>> {
+        self.rooms
+            .read()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The room's state, loaded on first use: messages from the bus history
+    /// (else the store, which then refills the history), presence from the
+    /// presence store.
     pub async fn room(self: &Arc<Self>, room_id: i64) -> Result<Arc<RoomState>, ApiError> {
         if let Some(room) = self.loaded(room_id) {
             return Ok(room);
         }
-        let stored = self.store.room(room_id).await?.ok_or_else(|| {
-            ApiError::client(chatty_protocol::ErrorCode::UnknownRoom, "No such room.")
-        })?;
-        let recent = self
-            .store
-            .recent_messages(room_id, self.settings.window_messages as u64)
-            .await?;
-        let now = Instant::now();
-        let mut inner = RoomInner {
-            last_seq: recent.first().map_or(stored.last_seq, |m| m.seq - 1),
-            window: VecDeque::with_capacity(self.settings.window_messages.min(64)),
-            pending: BTreeMap::new(),
-            gap_fill_scheduled: false,
-            epoch: rand::random::<u32>(),
-            presence_version: 0,
-            members: HashMap::new(),
-            presence_log: VecDeque::new(),
-            last_active: now,
+        let window = self.settings.window_messages;
+        let recent = match self.bus.recent(room_id, window).await {
+            Ok(Some(recent)) => recent,
+            other => {
+                if let Err(error) = other {
+                    tracing::debug!(room = room_id, %error, "history unavailable; loading the room from the store");
+                }
+                let stored = self
+                    .store
+                    .room(room_id)
+                    .await?
+                    .ok_or_else(|| ApiError::client(ErrorCode::UnknownRoom, "No such room."))?;
+                let recent = self.store.recent_messages(room_id, window as u64).await?;
+                if let Err(error) = self.bus.backfill(room_id, &recent, stored.last_seq).await {
+                    tracing::debug!(room = room_id, %error, "could not refill the history");
+                }
+                recent
+            }
         };
+        let snapshot = match self.presence.snapshot(room_id).await {
+            Ok(snapshot) => Some(snapshot),
+            Err(error) => {
+                tracing::warn!(room = room_id, %error, "presence unavailable; the member list follows when it is back");
+                None
+            }
+        };
+        let mut inner = RoomInner::new(Instant::now(), snapshot);
+        inner.last_seq = recent.first().map_or(0, |m| m.seq - 1);
         for message in &recent {
-            inner.push_window(message, self.settings.window_messages);
+            inner.push_window(message, window);
         }
         let fresh = Arc::new(RoomState {
             id: room_id,
-            site_id: stored.site_id,
             inner: Mutex::new(inner),
         });
         let room = {
@@ -424,19 +501,27 @@ impl Hub {
                 .map_err(|_| ApiError::Internal("room map poisoned".into()))?;
             Arc::clone(rooms.entry(room_id).or_insert(fresh))
         };
-        // A message committed while we were reading may have been published
-        // before the room was in the map, and so dropped: read once more.
+        // A message committed (or a member changed) while we were reading may
+        // have been published before the room was in the map, and so
+        // dropped: read once more now that the room receives events.
         self.catch_up(&room).await?;
+        self.schedule_presence_resync_if_needed(&room);
         Ok(room)
     }
 
-    /// Applies every stored message after the room's `last_seq`.
+    /// Applies every message after the room's `last_seq`: from the bus
+    /// history when it has them all, else from the store.
     async fn catch_up(self: &Arc<Self>, room: &Arc<RoomState>) -> Result<(), ApiError> {
         let from = lock(room).last_seq;
-        let missing = self
-            .store
-            .messages_after(room.id, from, self.settings.window_messages as u64)
-            .await?;
+        let limit = self.settings.window_messages;
+        let missing = match self.bus.history_after(room.id, from, limit).await {
+            Ok(Some(messages)) => messages,
+            _ => {
+                self.store
+                    .messages_after(room.id, from, limit as u64)
+                    .await?
+            }
+        };
         for message in missing {
             self.apply_to(room, message);
         }
@@ -444,8 +529,8 @@ impl Hub {
     }
 
     /// Applies a committed message (from the send path or the bus). Messages
-    /// for rooms this node does not hold are ignored: they are read from the
-    /// store when the room is loaded.
+    /// for rooms this node does not hold are ignored: they are read when the
+    /// room is loaded.
     pub fn apply_message(self: &Arc<Self>, message: StoredMessage) {
         if let Some(room) = self.loaded(message.room_id) {
             self.apply_to(&room, message);
@@ -461,7 +546,8 @@ impl Hub {
         }
     }
 
-    /// Waits for a hole to close by itself, then fills it from the store.
+    /// Waits for a hole to close by itself, then fills it from the bus
+    /// history or the store.
     async fn fill_gaps(self: Arc<Self>, room: Arc<RoomState>) {
         let mut delay = self.settings.gap_fill_delay;
         loop {
@@ -476,13 +562,13 @@ impl Hub {
                     Some(first_pending) => (inner.last_seq, *first_pending),
                 }
             };
-            tracing::debug!(
-                room = room.id,
-                from,
-                upto,
-                "filling a sequence gap from the store"
-            );
-            match self.store.messages_after(room.id, from, upto - from).await {
+            tracing::debug!(room = room.id, from, upto, "filling a sequence gap");
+            let count = usize::try_from(upto - from).unwrap_or(usize::MAX);
+            let found = match self.bus.history_after(room.id, from, count).await {
+                Ok(Some(messages)) => Ok(messages),
+                _ => self.store.messages_after(room.id, from, upto - from).await,
+            };
+            match found {
                 Ok(messages) => {
                     let mut inner = lock(&room);
                     for message in messages {
@@ -497,35 +583,135 @@ impl Hub {
         }
     }
 
-    /// Re-reads every held room from the store (after the bus lost events).
-    pub async fn resync_all(self: &Arc<Self>) {
-        let rooms: Vec<Arc<RoomState>> = self
-            .rooms
-            .read()
-            .map(|r| r.values().cloned().collect())
-            .unwrap_or_default();
-        for room in rooms {
-            if let Err(error) = self.catch_up(&room).await {
-                tracing::warn!(room = room.id, %error, "resync failed");
+    /// Applies a presence change (from the request path or the bus).
+    pub fn apply_presence(self: &Arc<Self>, change: PresenceChange) {
+        if let Some(room) = self.loaded(change.room_id) {
+            self.apply_presence_to(&room, change);
+        }
+    }
+
+    fn apply_presence_to(self: &Arc<Self>, room: &Arc<RoomState>, change: PresenceChange) {
+        let needs_resync = lock(room).accept_presence(change, self.settings.presence_log_events);
+        if needs_resync {
+            self.spawn_presence_resync(room);
+        }
+    }
+
+    fn schedule_presence_resync_if_needed(self: &Arc<Self>, room: &Arc<RoomState>) {
+        let needed = {
+            let mut inner = lock(room);
+            let needed = !inner.presence_in_order() && !inner.presence_resync_scheduled;
+            if needed {
+                inner.presence_resync_scheduled = true;
+            }
+            needed
+        };
+        if needed {
+            self.spawn_presence_resync(room);
+        }
+    }
+
+    fn spawn_presence_resync(self: &Arc<Self>, room: &Arc<RoomState>) {
+        let hub = Arc::clone(self);
+        let room = Arc::clone(room);
+        tokio::spawn(async move { hub.presence_resync(room).await });
+    }
+
+    /// Waits for in-flight changes to land, then replaces the mirror with a
+    /// snapshot if it is still out of order.
+    async fn presence_resync(self: Arc<Self>, room: Arc<RoomState>) {
+        let mut delay = self.settings.gap_fill_delay;
+        loop {
+            tokio::time::sleep(delay).await;
+            {
+                let mut inner = lock(&room);
+                if inner.presence_in_order() {
+                    inner.presence_resync_scheduled = false;
+                    return;
+                }
+            }
+            match self.presence.snapshot(room.id).await {
+                Ok(snapshot) => {
+                    let mut inner = lock(&room);
+                    inner.apply_snapshot(snapshot);
+                    if inner.presence_in_order() {
+                        inner.presence_resync_scheduled = false;
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(room = room.id, %error, "presence snapshot failed; retrying");
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }
 
-    /// A guest joins: marks it present and returns what the widget draws.
-    pub fn join(
-        &self,
-        room: &RoomState,
+    /// Re-checks every held room (after the bus lost events).
+    pub async fn resync_all(self: &Arc<Self>) {
+        for room in self.all_rooms() {
+            if let Err(error) = self.catch_up(&room).await {
+                tracing::warn!(room = room.id, %error, "resync failed");
+            }
+            match self.presence.snapshot(room.id).await {
+                Ok(snapshot) => lock(&room).apply_snapshot(snapshot),
+                Err(error) => tracing::warn!(room = room.id, %error, "presence resync failed"),
+            }
+        }
+    }
+
+    /// Compares every held room with the store's newest seq and catches up
+    /// the ones behind: the safety net for a message whose announcement was
+    /// lost (its node died between commit and publish). One query per call.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), ApiError> {
+        let rooms = self.all_rooms();
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = rooms.iter().map(|r| r.id).collect();
+        let newest: HashMap<i64, u64> = self.store.last_seqs(&ids).await?.into_iter().collect();
+        for room in rooms {
+            let behind = newest
+                .get(&room.id)
+                .is_some_and(|last| *last > lock(&room).last_seq);
+            if behind {
+                tracing::info!(room = room.id, "room was behind the store; catching up");
+                self.catch_up(&room).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A guest joins: registers it with the presence store at once (not
+    /// batched: the others should see the join promptly) and returns what
+    /// the widget draws.
+    pub async fn join(
+        self: &Arc<Self>,
+        room: &Arc<RoomState>,
         guest_id: &str,
         nickname: &str,
-        now: Instant,
-    ) -> JoinSnapshot {
+    ) -> Result<JoinSnapshot, ApiError> {
+        let touch = RoomTouches {
+            room_id: room.id,
+            guests: vec![(guest_id.to_owned(), nickname.to_owned())],
+        };
+        let changes = self.presence.tick(now_ms(), None, &[touch]).await?;
+        for change in changes {
+            self.apply_presence_to(room, change);
+        }
+        if !lock(room).presence_in_order() {
+            // Earlier changes are still on their way: take a snapshot now so
+            // the joiner's member list is complete.
+            let snapshot = self.presence.snapshot(room.id).await?;
+            lock(room).apply_snapshot(snapshot);
+        }
         let mut inner = lock(room);
-        inner.touch(guest_id, nickname, now, self.settings.presence_log_events);
+        inner.last_active = Instant::now();
         let skip = inner
             .window
             .len()
             .saturating_sub(self.settings.history_messages);
-        JoinSnapshot {
+        Ok(JoinSnapshot {
             members: inner.member_list(),
             messages: inner
                 .window
@@ -534,21 +720,69 @@ impl Hub {
                 .map(|m| m.view.clone())
                 .collect(),
             cursor: inner.cursor(),
-        }
+        })
     }
 
     /// A guest says goodbye.
-    pub fn leave(&self, room: &RoomState, guest_id: &str) -> bool {
-        lock(room).remove_member(
-            guest_id,
-            LeaveReason::Left,
-            self.settings.presence_log_events,
-        )
+    pub async fn leave(
+        self: &Arc<Self>,
+        room: &Arc<RoomState>,
+        guest_id: &str,
+    ) -> Result<(), ApiError> {
+        lock(room).touched.remove(guest_id);
+        if let Some(change) = self.presence.leave(room.id, guest_id).await? {
+            self.apply_presence_to(room, change);
+        }
+        Ok(())
     }
 
-    /// Refreshes a guest's presence (on send).
+    /// Records that a guest was here (no I/O; flushed by [`Hub::presence_tick`]).
     pub fn touch(&self, room: &RoomState, guest_id: &str, nickname: &str, now: Instant) {
-        lock(room).touch(guest_id, nickname, now, self.settings.presence_log_events);
+        lock(room).note_seen(guest_id, nickname, now);
+    }
+
+    /// The batched presence refresh: hands every guest seen since the last
+    /// tick to the presence store and expires the silent ones, for all held
+    /// rooms in one call.
+    pub async fn presence_tick(self: &Arc<Self>) -> Result<(), ApiError> {
+        let rooms = self.all_rooms();
+        let mut batch = Vec::with_capacity(rooms.len());
+        for room in &rooms {
+            let guests: Vec<(String, String)> = lock(room).touched.drain().collect();
+            batch.push(RoomTouches {
+                room_id: room.id,
+                guests,
+            });
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let timeout_ms =
+            i64::try_from(self.settings.presence_timeout.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        match self
+            .presence
+            .tick(now, Some(now - timeout_ms), &batch)
+            .await
+        {
+            Ok(changes) => {
+                for change in changes {
+                    self.apply_presence(change);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // Keep the touches for the next tick, so nobody is expired
+                // because a refresh was lost.
+                for (room, touches) in rooms.iter().zip(batch) {
+                    let mut inner = lock(room);
+                    for (guest, nick) in touches.guests {
+                        inner.touched.entry(guest).or_insert(nick);
+                    }
+                }
+                Err(error.into())
+            }
+        }
     }
 
     /// Answers a poll. The common cases (`304`, events within the window)
@@ -626,7 +860,7 @@ impl Hub {
         caught_up: bool,
     ) -> PollPlan {
         let mut inner = lock(room);
-        inner.touch(guest_id, nickname, now, self.settings.presence_log_events);
+        inner.note_seen(guest_id, nickname, now);
         let current = inner.cursor();
         if if_none_match.is_some_and(|tag| current.matches_if_none_match(tag)) {
             return PollPlan::Done(PollAnswer::NotModified { cursor: current });
@@ -675,44 +909,37 @@ impl Hub {
         })
     }
 
-    /// Expires silent guests (leave events) and drops idle rooms.
-    pub fn sweep(&self, now: Instant) {
-        let rooms: Vec<Arc<RoomState>> = self
-            .rooms
-            .read()
-            .map(|r| r.values().cloned().collect())
-            .unwrap_or_default();
-        let mut idle = Vec::new();
-        for room in rooms {
-            let mut inner = lock(&room);
-            let expired: Vec<String> = inner
-                .members
-                .iter()
-                .filter(|(_, m)| {
-                    now.saturating_duration_since(m.last_seen) > self.settings.presence_timeout
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for guest in expired {
-                inner.remove_member(
-                    &guest,
-                    LeaveReason::Timeout,
-                    self.settings.presence_log_events,
-                );
-            }
-            if inner.members.is_empty()
-                && inner.pending.is_empty()
-                && now.saturating_duration_since(inner.last_active) > self.settings.room_idle
-            {
-                idle.push(room.id);
-            }
-        }
+    /// Drops rooms nobody on this node polled for `room_idle`.
+    pub fn evict_idle(&self, now: Instant) {
+        let idle: Vec<i64> = self
+            .all_rooms()
+            .into_iter()
+            .filter(|room| {
+                let inner = lock(room);
+                inner.touched.is_empty()
+                    && inner.pending.is_empty()
+                    && now.saturating_duration_since(inner.last_active) > self.settings.room_idle
+            })
+            .map(|room| room.id)
+            .collect();
         if !idle.is_empty()
             && let Ok(mut rooms) = self.rooms.write()
         {
             for id in idle {
                 rooms.remove(&id);
             }
+        }
+    }
+}
+
+impl RoomInner {
+    /// Notes a guest for the next presence tick. Allocates only the first
+    /// time a guest is seen in a tick, not on every poll.
+    fn note_seen(&mut self, guest_id: &str, nickname: &str, now: Instant) {
+        self.last_active = now;
+        if self.touched.get(guest_id).map(String::as_str) != Some(nickname) {
+            self.touched
+                .insert(guest_id.to_owned(), nickname.to_owned());
         }
     }
 }

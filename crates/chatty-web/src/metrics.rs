@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use chatty_storage::QueryStats;
+use chatty_storage::{QueryStats, RedisStats};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -25,7 +25,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(query_stats: Arc<QueryStats>) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        query_stats: Arc<QueryStats>,
+        redis_stats: Option<Arc<RedisStats>>,
+    ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("chatty".into()), None)?;
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -61,6 +64,9 @@ impl Metrics {
         registry.register(Box::new(QueryStatsCollector::new(Arc::clone(
             &query_stats,
         ))?))?;
+        if let Some(redis_stats) = redis_stats {
+            registry.register(Box::new(RedisStatsCollector::new(redis_stats)?))?;
+        }
         registry.register(Box::new(rooms_in_memory.clone()))?;
         Ok(Self {
             registry,
@@ -140,4 +146,69 @@ impl prometheus::core::Collector for QueryStatsCollector {
             .flatten()
             .collect()
     }
+}
+
+/// Exports the Redis call counters as Prometheus counters.
+#[derive(Debug)]
+struct RedisStatsCollector {
+    stats: Arc<RedisStats>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl RedisStatsCollector {
+    const CALLS: (&'static str, &'static str) = (
+        "redis_calls_total",
+        "Redis round trips (commands, pipelines, scripts)",
+    );
+    const FAILED: (&'static str, &'static str) = (
+        "redis_call_errors_total",
+        "Redis round trips that failed or timed out",
+    );
+    const SECONDS: (&'static str, &'static str) = (
+        "redis_call_seconds_total",
+        "Time spent in Redis round trips",
+    );
+
+    fn new(stats: Arc<RedisStats>) -> Result<Self, prometheus::Error> {
+        let mut descs = Vec::new();
+        for (name, help) in [Self::CALLS, Self::FAILED, Self::SECONDS] {
+            let counter = prometheus::Counter::new(name, help)?;
+            descs.extend(
+                prometheus::core::Collector::desc(&counter)
+                    .into_iter()
+                    .cloned(),
+            );
+        }
+        Ok(Self { stats, descs })
+    }
+}
+
+impl prometheus::core::Collector for RedisStatsCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let values = [
+            (Self::CALLS, self.stats.calls.load(Relaxed) as f64),
+            (Self::FAILED, self.stats.errors.load(Relaxed) as f64),
+            (Self::SECONDS, self.stats.micros.load(Relaxed) as f64 / 1e6),
+        ];
+        counters(values)
+    }
+}
+
+/// Fresh counters holding the given totals, for collectors that read atomics.
+fn counters(values: [((&str, &str), f64); 3]) -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::core::Collector;
+    values
+        .into_iter()
+        .filter_map(|((name, help), value)| {
+            let counter = prometheus::Counter::new(name, help).ok()?;
+            counter.inc_by(value);
+            Some(counter.collect())
+        })
+        .flatten()
+        .collect()
 }

@@ -27,6 +27,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub chat: ChatSettings,
     pub auth: AuthSettings,
+    pub redis: RedisSettings,
     pub log: LogSettings,
     pub demo: DemoSettings,
 }
@@ -145,6 +146,13 @@ pub struct ChatSettings {
     pub max_events_per_poll: usize,
     /// A room nobody polled for this long is dropped from memory.
     pub room_idle_secs: u64,
+    /// How often a node hands the guests its polls saw to the presence
+    /// store (one batched call for all its rooms) and expires silent ones.
+    /// Capped at a third of the presence timeout.
+    pub presence_flush_ms: u64,
+    /// How often a node compares its rooms with the database's newest
+    /// message (one query), to recover a message whose announcement was lost.
+    pub reconcile_secs: u64,
 }
 
 impl Default for ChatSettings {
@@ -158,6 +166,8 @@ impl Default for ChatSettings {
             max_body_chars: chatty_protocol::validate::DEFAULT_BODY_MAX_CHARS,
             max_events_per_poll: 200,
             room_idle_secs: 600,
+            presence_flush_ms: 1000,
+            reconcile_secs: 30,
         }
     }
 }
@@ -168,6 +178,58 @@ impl ChatSettings {
     }
     pub fn presence_timeout(&self) -> Duration {
         self.poll_interval() * self.presence_timeout_polls
+    }
+    /// The presence flush period actually used: `presence_flush_ms`, but
+    /// never more than a third of the presence timeout.
+    pub fn presence_flush(&self) -> Duration {
+        Duration::from_millis(self.presence_flush_ms).min(self.presence_timeout() / 3)
+    }
+}
+
+/// Redis: empty `url` = the embedded mode (in-process bus and presence);
+/// set = the shared mode, where any number of nodes share MySQL and Redis.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://HOST:PORT/DB`; empty for the embedded mode.
+    pub url: String,
+    /// Prefix of every Redis key and channel; deployments sharing one Redis
+    /// need different prefixes.
+    pub key_prefix: String,
+    /// Pooled connections per node (the subscription has its own).
+    pub pool_size: usize,
+    /// Bound on every Redis call, waiting for a pooled connection included.
+    pub timeout_ms: u64,
+    /// Messages kept per room in Redis (the history nodes load rooms from).
+    pub history_messages: usize,
+    /// Per-room keys expire this long after their last write.
+    pub key_ttl_secs: u64,
+    /// How often a node checks its subscription with a heartbeat; it
+    /// reconnects when three are missed.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            key_prefix: "chatty:".into(),
+            pool_size: 16,
+            timeout_ms: 1000,
+            history_messages: 256,
+            key_ttl_secs: 86_400,
+            heartbeat_ms: 2000,
+        }
+    }
+}
+
+impl RedisSettings {
+    /// Is this node part of a shared deployment?
+    pub fn shared_mode(&self) -> bool {
+        !self.url.is_empty()
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
     }
 }
 
@@ -393,15 +455,60 @@ impl Settings {
                 "must not exceed database.max_connections",
             );
         }
-        if self.database.query_timeout_ms == 0 || self.database.connect_timeout_ms == 0 {
-            return invalid(
-                "database.query_timeout_ms",
-                "timeouts must be at least 1 ms",
-            );
+        if self.database.query_timeout_ms == 0 {
+            return invalid("database.query_timeout_ms", "must be at least 1");
+        }
+        if self.database.connect_timeout_ms == 0 {
+            return invalid("database.connect_timeout_ms", "must be at least 1");
         }
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("mysql://"))
         {
             return invalid("database.url", "must start with sqlite: or mysql://");
+        }
+        if chat.presence_flush_ms == 0 {
+            return invalid("chat.presence_flush_ms", "must be at least 1");
+        }
+        if chat.reconcile_secs == 0 {
+            return invalid("chat.reconcile_secs", "must be at least 1");
+        }
+        let redis = &self.redis;
+        if redis.shared_mode() {
+            if !redis.url.starts_with("redis://") && !redis.url.starts_with("rediss://") {
+                return invalid(
+                    "redis.url",
+                    "must be empty (embedded mode) or start with redis:// or rediss://",
+                );
+            }
+            if !self.database.url.starts_with("mysql://") {
+                return invalid(
+                    "database.url",
+                    "the shared mode (redis.url set) needs a mysql:// database shared by every node",
+                );
+            }
+            if self.auth.token_secret.expose().is_empty() {
+                return invalid(
+                    "auth.token_secret",
+                    "the shared mode needs a secret shared by every node (32 bytes or more)",
+                );
+            }
+        }
+        if redis.pool_size == 0 {
+            return invalid("redis.pool_size", "must be at least 1");
+        }
+        if redis.timeout_ms == 0 {
+            return invalid("redis.timeout_ms", "must be at least 1");
+        }
+        if redis.history_messages < chat.window_messages {
+            return invalid(
+                "redis.history_messages",
+                "must be at least chat.window_messages",
+            );
+        }
+        if redis.key_ttl_secs == 0 {
+            return invalid("redis.key_ttl_secs", "must be at least 1");
+        }
+        if redis.heartbeat_ms == 0 {
+            return invalid("redis.heartbeat_ms", "must be at least 1");
         }
         if self.demo.enabled
             && chatty_protocol::validate::SiteKey::parse(&self.demo.site_key).is_err()

@@ -14,7 +14,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use chatty_storage::bus::BusReceiver;
 use chatty_storage::{
-    EventBus, InProcessBus, NewSite, QueryStats, SqlStore, SqlStoreOptions, Store,
+    BusEvent, EventBus, InMemoryPresence, InProcessBus, NewSite, PresenceStore, QueryStats,
+    RedisBus, RedisClient, RedisOptions, RedisPresence, RedisStats, SqlStore, SqlStoreOptions,
+    Store,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -27,6 +29,13 @@ use crate::settings::{Settings, redact_url_password};
 use crate::state::AppState;
 use crate::telemetry;
 use crate::token::TokenKey;
+
+/// The mode-specific parts: bus, presence store, Redis counters.
+type Backends = (
+    Arc<dyn EventBus>,
+    Arc<dyn PresenceStore>,
+    Option<Arc<RedisStats>>,
+);
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +52,8 @@ pub enum StartupError {
         address: String,
         source: std::io::Error,
     },
+    #[error("cannot set up Redis: {0}")]
+    Redis(chatty_storage::StoreError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -53,6 +64,7 @@ pub struct Application {
     server: Server,
     state: AppState,
     query_stats: Arc<QueryStats>,
+    redis_stats: Option<Arc<RedisStats>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -103,10 +115,42 @@ impl Application {
                 .await
                 .map_err(StartupError::DemoSite)?;
         }
-        let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(4096));
+        // The two modes differ only in which bus and presence store they
+        // plug in; everything above and below is the same code path.
+        let mut tasks = Vec::new();
+        let (bus, presence, redis_stats): Backends = if settings.redis.shared_mode() {
+            let redis = RedisClient::new(RedisOptions {
+                url: settings.redis.url.clone(),
+                key_prefix: settings.redis.key_prefix.clone(),
+                pool_size: settings.redis.pool_size,
+                timeout: settings.redis.timeout(),
+                history_messages: settings.redis.history_messages,
+                key_ttl: Duration::from_secs(settings.redis.key_ttl_secs),
+            })
+            .map_err(StartupError::Redis)?;
+            let node_id = uuid::Uuid::new_v4().simple().to_string();
+            let (bus, subscription) = RedisBus::start(
+                redis.clone(),
+                node_id,
+                Duration::from_millis(settings.redis.heartbeat_ms),
+            );
+            tasks.push(subscription);
+            let stats = redis.stats();
+            (
+                Arc::new(bus),
+                Arc::new(RedisPresence::new(redis)),
+                Some(stats),
+            )
+        } else {
+            let bus = InProcessBus::new(4096);
+            let presence = InMemoryPresence::new(bus.clone());
+            (Arc::new(bus), Arc::new(presence), None)
+        };
         let chat = &settings.chat;
         let hub = Hub::new(
             Arc::clone(&store),
+            Arc::clone(&bus),
+            presence,
             HubSettings {
                 window_messages: chat.window_messages,
                 history_messages: chat.history_messages,
@@ -124,7 +168,7 @@ impl Application {
         }
         let state = AppState {
             tokens: TokenKey::new(settings.auth.token_secret.expose()),
-            metrics: Metrics::new(Arc::clone(&query_stats))?,
+            metrics: Metrics::new(Arc::clone(&query_stats), redis_stats.clone())?,
             directory: Arc::new(Directory::new(Arc::clone(&store))),
             settings: Arc::new(settings),
             store,
@@ -132,13 +176,44 @@ impl Application {
             hub: Arc::clone(&hub),
         };
 
-        let tasks = vec![
-            tokio::spawn(apply_bus_events(Arc::clone(&hub), bus.subscribe())),
-            tokio::spawn(sweep_presence(
-                Arc::clone(&hub),
-                state.settings.chat.poll_interval() / 2,
-            )),
-        ];
+        let chat = &state.settings.chat;
+        tasks.push(tokio::spawn(apply_bus_events(
+            Arc::clone(&hub),
+            bus.subscribe(),
+        )));
+        tasks.push(tokio::spawn(every(
+            chat.presence_flush(),
+            "presence tick",
+            {
+                let hub = Arc::clone(&hub);
+                move || {
+                    let hub = Arc::clone(&hub);
+                    async move { hub.presence_tick().await }
+                }
+            },
+        )));
+        tasks.push(tokio::spawn(every(
+            Duration::from_secs(chat.reconcile_secs),
+            "reconcile",
+            {
+                let hub = Arc::clone(&hub);
+                move || {
+                    let hub = Arc::clone(&hub);
+                    async move { hub.reconcile().await }
+                }
+            },
+        )));
+        tasks.push(tokio::spawn(every(
+            Duration::from_secs(chat.room_idle_secs.clamp(1, 60)),
+            "evict idle rooms",
+            {
+                let hub = Arc::clone(&hub);
+                move || {
+                    hub.evict_idle(Instant::now());
+                    std::future::ready(Ok(()))
+                }
+            },
+        )));
 
         let address = format!(
             "{}:{}",
@@ -158,6 +233,7 @@ impl Application {
             server,
             state,
             query_stats,
+            redis_stats,
             tasks,
         })
     }
@@ -175,6 +251,11 @@ impl Application {
     /// SQL statement counters.
     pub fn query_stats(&self) -> Arc<QueryStats> {
         Arc::clone(&self.query_stats)
+    }
+
+    /// Redis call counters (shared mode only).
+    pub fn redis_stats(&self) -> Option<Arc<RedisStats>> {
+        self.redis_stats.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -234,17 +315,16 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
         .run())
 }
 
-/// The node's single bus subscription: every committed message, from any
-/// node, goes into this node's hub.
+/// The node's single bus subscription: every committed message and
+/// presence change, from any node, goes into this node's hub.
 async fn apply_bus_events(hub: Arc<Hub>, mut events: BusReceiver) {
     loop {
         match events.recv().await {
-            Ok(chatty_storage::BusEvent::Message(message)) => hub.apply_message(message),
+            Ok(BusEvent::Message { message }) => hub.apply_message(message),
+            Ok(BusEvent::Presence { change }) => hub.apply_presence(change),
+            Ok(BusEvent::Resync) => hub.resync_all().await,
             Err(RecvError::Lagged(lost)) => {
-                tracing::warn!(
-                    lost,
-                    "bus subscriber lagged; resynchronising rooms from the store"
-                );
+                tracing::warn!(lost, "bus subscriber lagged; resynchronising rooms");
                 hub.resync_all().await;
             }
             Err(RecvError::Closed) => return,
@@ -252,12 +332,18 @@ async fn apply_bus_events(hub: Arc<Hub>, mut events: BusReceiver) {
     }
 }
 
-/// Expires silent guests every `period`.
-async fn sweep_presence(hub: Arc<Hub>, period: Duration) {
-    let mut ticker = tokio::time::interval(period.max(Duration::from_millis(50)));
+/// Runs `job` every `period`, logging failures (the next run retries).
+async fn every<F, Fut>(period: Duration, what: &'static str, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), crate::error::ApiError>>,
+{
+    let mut ticker = tokio::time::interval(period.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        hub.sweep(Instant::now());
+        if let Err(error) = job().await {
+            tracing::warn!(%error, "{what} failed");
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! `POST /api/v1/join` — initial sync: a guest token, the members present
 //! and the latest messages, with the cursor to poll from.
 
-use std::time::Instant;
-
 use actix_web::http::header::ORIGIN;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chatty_protocol::ErrorCode;
@@ -58,7 +56,8 @@ pub async fn join(
     let room_state = state.hub.room(room.id).await?;
     let snapshot = state
         .hub
-        .join(&room_state, &guest_id, nickname.as_str(), Instant::now());
+        .join(&room_state, &guest_id, nickname.as_str())
+        .await?;
     let ttl = state.token_ttl().as_secs();
     let token = state.tokens.sign(&GuestClaims {
         site_id: site.id,

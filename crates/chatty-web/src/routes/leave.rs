@@ -16,6 +16,6 @@ pub async fn leave(
     let room_id = room_id.into_inner();
     let claims = authenticate(&req, &state, room_id)?;
     let room = state.hub.room(room_id).await?;
-    state.hub.leave(&room, &claims.guest_id);
+    state.hub.leave(&room, &claims.guest_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chatty_protocol::ErrorCode;
 use chatty_protocol::api::{SendRequest, SendResponse};
 use chatty_protocol::validate::{ClientMessageId, MessageBody, Nickname};
-use chatty_storage::{BusEvent, NewMessage};
+use chatty_storage::{NewMessage, StoreError};
 
 use super::auth::authenticate;
 use super::json_object::JsonObject;
@@ -38,6 +38,12 @@ pub async fn send(
         )
     })?;
 
+    // Refuse before committing when this node cannot announce the message.
+    if !state.bus.is_connected() {
+        return Err(
+            StoreError::BusUnavailable("this node's bus subscription is down".into()).into(),
+        );
+    }
     let room = state.hub.room(room_id).await?;
     state
         .hub
@@ -57,11 +63,10 @@ pub async fn send(
         // Local first, so the sender's next poll sees it on this node; then
         // the bus for every node. A retry publishes again: if the first
         // attempt died between commit and publish, this repairs it, and
-        // receivers drop duplicates by seq.
+        // receivers drop duplicates by seq. If the publish fails the client
+        // gets a 503 and retries; the message is stored either way.
         task_state.hub.apply_message(outcome.message.clone());
-        if let Err(error) = task_state.bus.publish(BusEvent::Message(outcome.message.clone())).await {
-            tracing::warn!(%error, "publishing a stored message failed; other nodes will fill the gap");
-        }
+        task_state.bus.publish_message(&outcome.message).await?;
         Ok::<_, ApiError>(outcome)
     })
     .await

@@ -60,9 +60,17 @@ async fn a_message_sent_by_one_guest_is_seen_in_the_other_guests_poll() {
     assert_eq!(poll.cursor.seq, 1);
 }
 
+/// Background work (presence ticks, reconciliation, heartbeats) is set to
+/// run rarely, so that what the counters see is the request path.
+fn quiet_background(s: &mut chatty_web::Settings) {
+    s.chat.presence_flush_ms = 60_000;
+    s.chat.reconcile_secs = 3600;
+    s.redis.heartbeat_ms = 60_000;
+}
+
 #[tokio::test]
-async fn an_unchanged_poll_is_answered_304_without_any_database_query() {
-    let app = spawn_app().await;
+async fn an_unchanged_poll_is_answered_304_without_any_database_query_or_redis_call() {
+    let app = spawn_app_with(quiet_background).await;
     let ann = app.join("Ann").await;
     app.send(&ann, "m-1", "one").await;
     // Bring the cursor up to date.
@@ -73,8 +81,10 @@ async fn an_unchanged_poll_is_answered_304_without_any_database_query() {
         .await
         .expect("poll");
     let current = poll.cursor;
+    // Let the background tasks' first (immediate) runs pass.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
-    let before = app.queries();
+    let (queries, redis_calls) = (app.queries(), app.redis_calls());
     for _ in 0..25 {
         let response = app
             .poll(&ann, &current.to_string(), Some(&current.etag()))
@@ -91,26 +101,39 @@ async fn an_unchanged_poll_is_answered_304_without_any_database_query() {
     }
     assert_eq!(
         app.queries(),
-        before,
+        queries,
         "304 polls must not query the database"
     );
+    assert_eq!(
+        app.redis_calls(),
+        redis_calls,
+        "304 polls must not call Redis"
+    );
 
-    // The counter does count: a send is several statements.
+    // The counters do count: a send is several statements (and, in the
+    // shared mode, a Redis publish).
     app.send(&ann, "m-2", "two").await;
     assert!(
-        app.queries() > before,
+        app.queries() > queries,
         "the query counter must see the send"
     );
+    if app.redis_stats.is_some() {
+        assert!(
+            app.redis_calls() > redis_calls,
+            "the Redis counter must see the send"
+        );
+    }
 }
 
 #[tokio::test]
-async fn a_poll_inside_the_window_does_not_query_the_database() {
-    let app = spawn_app().await;
+async fn a_poll_inside_the_window_touches_neither_database_nor_redis() {
+    let app = spawn_app_with(quiet_background).await;
     let ann = app.join("Ann").await;
     for i in 0..5 {
         app.send(&ann, &format!("m-{i}"), "x").await;
     }
-    let before = app.queries();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (queries, redis_calls) = (app.queries(), app.redis_calls());
     let poll: PollResponse = app
         .poll(&ann, &ann.cursor.to_string(), None)
         .await
@@ -118,7 +141,8 @@ async fn a_poll_inside_the_window_does_not_query_the_database() {
         .await
         .expect("poll");
     assert_eq!(message_seqs(&poll), vec![1, 2, 3, 4, 5]);
-    assert_eq!(app.queries(), before);
+    assert_eq!(app.queries(), queries);
+    assert_eq!(app.redis_calls(), redis_calls);
 }
 
 #[tokio::test]

@@ -1,14 +1,21 @@
-//! `spawn_app()`: a real node on port 0 with its own fresh database.
+//! `spawn_app()`: a real node on port 0 with its own fresh deployment.
 //!
-//! The backend is SQLite unless `CHATTY_TEST_BACKEND=mysql` (then a new
-//! MariaDB database per test on `CHATTY_TEST_MYSQL_URL`). Set `TEST_LOG=1`
-//! to see the node's logs.
+//! The mode comes from the environment, so the same suite runs three ways:
+//! * default: embedded mode on SQLite;
+//! * `CHATTY_TEST_BACKEND=mysql`: embedded mode on a fresh MariaDB database
+//!   (server `CHATTY_TEST_MYSQL_URL`);
+//! * `CHATTY_TEST_MODE=shared`: shared mode on a fresh MariaDB database and
+//!   Redis (`CHATTY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`) under
+//!   a key prefix unique to the test.
+//!
+//! Set `TEST_LOG=1` to see the nodes' logs.
 
 use std::time::Duration;
 
 use chatty_protocol::api::JoinResponse;
 use chatty_protocol::{ErrorBody, ErrorCode};
 use chatty_storage::testing::{Backend, TestDatabase};
+
 use chatty_web::settings::{LogSettings, Secret};
 use chatty_web::{Application, Settings};
 use reqwest::{Response, StatusCode};
@@ -16,12 +23,44 @@ use serde_json::{Value, json};
 
 pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
+/// What the nodes of one test share: a database and, in the shared mode, a
+/// Redis key prefix.
+#[derive(Debug)]
+pub struct Deployment {
+    pub db: TestDatabase,
+    pub redis_prefix: Option<String>,
+}
+
+impl Deployment {
+    pub async fn from_env() -> std::sync::Arc<Self> {
+        let shared = std::env::var("CHATTY_TEST_MODE").as_deref() == Ok("shared");
+        Self::new(shared).await
+    }
+
+    pub async fn new(shared: bool) -> std::sync::Arc<Self> {
+        let backend = if shared {
+            Backend::MySql
+        } else {
+            Backend::from_env()
+        };
+        let db = TestDatabase::new(backend).await;
+        let redis_prefix =
+            shared.then(|| format!("chatty_test_{}:", uuid::Uuid::new_v4().simple()));
+        std::sync::Arc::new(Self { db, redis_prefix })
+    }
+
+    pub fn redis_url() -> String {
+        std::env::var("CHATTY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: chatty_web::state::AppState,
     pub query_stats: std::sync::Arc<chatty_storage::QueryStats>,
-    pub db: std::sync::Arc<TestDatabase>,
+    pub redis_stats: Option<std::sync::Arc<chatty_storage::RedisStats>>,
+    pub db: std::sync::Arc<Deployment>,
 }
 
 /// Starts a node with the default test settings.
@@ -31,14 +70,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a node after `customise` has adjusted its settings.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
-    let db = std::sync::Arc::new(TestDatabase::new(Backend::from_env()).await);
-    spawn_node(db, customise).await
+    spawn_node(Deployment::from_env().await, customise).await
 }
 
 /// Starts a node on an existing test database (another node of the same
 /// deployment, or the same node restarted).
 pub async fn spawn_node(
-    db: std::sync::Arc<TestDatabase>,
+    db: std::sync::Arc<Deployment>,
     customise: impl FnOnce(&mut Settings),
 ) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -50,7 +88,12 @@ pub async fn spawn_node(
     let mut settings = Settings::default();
     settings.server.port = 0;
     settings.server.workers = 1;
-    settings.database.url = db.url.clone();
+    settings.database.url = db.db.url.clone();
+    if let Some(prefix) = &db.redis_prefix {
+        settings.redis.url = Deployment::redis_url();
+        settings.redis.key_prefix = prefix.clone();
+        settings.redis.key_ttl_secs = 600;
+    }
     settings.database.max_connections = 5;
     settings.auth.token_secret = Secret::new(TEST_SECRET);
     customise(&mut settings);
@@ -60,6 +103,7 @@ pub async fn spawn_node(
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let query_stats = app.query_stats();
+    let redis_stats = app.redis_stats();
     tokio::spawn(app.run_until(std::future::pending()));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -70,6 +114,7 @@ pub async fn spawn_node(
         client,
         state,
         query_stats,
+        redis_stats,
         db,
     }
 }
@@ -77,6 +122,11 @@ pub async fn spawn_node(
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// Redis round trips the node has made so far (0 in the embedded mode).
+    pub fn redis_calls(&self) -> u64 {
+        self.redis_stats.as_ref().map_or(0, |s| s.calls())
     }
 
     /// SQL statements the node has sent so far.
