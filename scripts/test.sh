@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Runs every Chatty test: formatting, lints, the protocol crate's dependency
-# rule, and the test suites on SQLite and on MariaDB.
+# rule, the storage suite on SQLite and MariaDB, the API suite in the
+# embedded mode (SQLite, then MariaDB) and in the shared mode (MariaDB +
+# Redis), and the multi-node cluster suite.
 #
-# Works on a fresh Debian machine: a missing or stopped MariaDB is installed
-# (apt-get) and started; where MariaDB's root can only log in over the unix
-# socket (Debian's default), a test user is created that way.
+# Works on a fresh Debian machine: a missing or stopped MariaDB or Redis is
+# installed (apt-get) and started; where MariaDB's root can only log in over
+# the unix socket (Debian's default), a test user is created that way.
 #
 # Environment:
 #   CHATTY_TEST_MYSQL_URL  server URL for tests (default: root over TCP, or
 #                          the test user this script creates)
+#   CHATTY_TEST_REDIS_URL  Redis for tests (default redis://127.0.0.1:6379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Every cargo test run is also logged here, to print one total at the end.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+counted() { "$@" 2>&1 | tee -a "$results"; }
 
 say() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -78,10 +86,41 @@ drop_leftover_test_databases() {
   done
 }
 
+# --- Redis -------------------------------------------------------------------
+ensure_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    say "installing Redis"
+    apt_install redis-server redis-tools
+  fi
+  if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    say "starting Redis"
+    as_root mkdir -p /var/lib/redis /var/log/redis
+    as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/chatty-tests.log
+    for _ in $(seq 1 30); do
+      redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+      sleep 1
+    done
+  fi
+  export CHATTY_TEST_REDIS_URL="${CHATTY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+}
+
+drop_leftover_test_keys() {
+  # Test keys carry a per-test prefix and expire by themselves; this only
+  # tidies up after interrupted runs.
+  redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'chatty_test_*' 2>/dev/null \
+    | xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
+}
+
 say "MariaDB"
 ensure_mariadb
 drop_leftover_test_databases
 echo "tests use ${CHATTY_TEST_MYSQL_URL%%@*}@…"
+
+say "Redis"
+ensure_redis
+drop_leftover_test_keys
+echo "tests use $CHATTY_TEST_REDIS_URL"
 
 # --- Hygiene ----------------------------------------------------------------
 say "cargo fmt --check"
@@ -98,11 +137,16 @@ fi
 echo "ok"
 
 # --- Tests --------------------------------------------------------------------
-say "tests (API on SQLite; storage suite on SQLite and MariaDB)"
-cargo test --workspace
+say "tests: unit, storage suite (SQLite + MariaDB), API suite (embedded, SQLite), cluster suite (shared)"
+counted cargo test --workspace
 
-say "API tests on MariaDB"
-CHATTY_TEST_BACKEND=mysql cargo test -p chatty-web --test api
+say "API suite, embedded mode on MariaDB"
+CHATTY_TEST_BACKEND=mysql counted cargo test -p chatty-web --test api
+
+say "API suite, shared mode (MariaDB + Redis)"
+CHATTY_TEST_MODE=shared counted cargo test -p chatty-web --test api
 
 drop_leftover_test_databases
+drop_leftover_test_keys
 say "all tests passed"
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"

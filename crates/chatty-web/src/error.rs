@@ -51,6 +51,10 @@ impl ApiError {
                 "The chat store did not answer in time. Retry shortly; a send retried with the same client_message_id is never stored twice."
                     .into()
             }
+            ApiError::Store(StoreError::BusUnavailable(_)) => {
+                "The chat bus did not answer in time. Retry shortly; a send retried with the same client_message_id is never stored twice."
+                    .into()
+            }
             ApiError::Store(_) | ApiError::Internal(_) => {
                 "Something went wrong on our side.".into()
             }

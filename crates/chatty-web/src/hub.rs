@@ -512,9 +512,24 @@ impl Hub {
     /// Applies every message after the room's `last_seq`: from the bus
     /// history when it has them all, else from the store.
     async fn catch_up(self: &Arc<Self>, room: &Arc<RoomState>) -> Result<(), ApiError> {
+        self.catch_up_from(room, true).await
+    }
+
+    /// Like [`Hub::catch_up`]; `use_history: false` reads the store only,
+    /// for when the store is known to be ahead of the bus history.
+    async fn catch_up_from(
+        self: &Arc<Self>,
+        room: &Arc<RoomState>,
+        use_history: bool,
+    ) -> Result<(), ApiError> {
         let from = lock(room).last_seq;
         let limit = self.settings.window_messages;
-        let missing = match self.bus.history_after(room.id, from, limit).await {
+        let history = if use_history {
+            self.bus.history_after(room.id, from, limit).await
+        } else {
+            Ok(None)
+        };
+        let missing = match history {
             Ok(Some(messages)) => messages,
             _ => {
                 self.store
@@ -676,7 +691,7 @@ impl Hub {
                 .is_some_and(|last| *last > lock(&room).last_seq);
             if behind {
                 tracing::info!(room = room.id, "room was behind the store; catching up");
-                self.catch_up(&room).await?;
+                self.catch_up_from(&room, false).await?;
             }
         }
         Ok(())

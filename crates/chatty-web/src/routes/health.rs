@@ -11,17 +11,30 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// Ready when the database and the bus answer and this node's bus
+/// subscription is up; a load balancer takes a not-ready node out.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Err(error) => {
-            tracing::warn!(%error, "not ready: store unreachable");
-            error_response(
-                ErrorCode::StoreUnavailable,
-                "The database is not reachable.",
-            )
-        }
+    if let Err(error) = state.store.ping().await {
+        tracing::warn!(%error, "not ready: store unreachable");
+        return error_response(
+            ErrorCode::StoreUnavailable,
+            "The database is not reachable.",
+        );
     }
+    if let Err(error) = state.bus.ping().await {
+        tracing::warn!(%error, "not ready: bus unreachable");
+        return error_response(
+            ErrorCode::BusUnavailable,
+            "The message bus is not reachable.",
+        );
+    }
+    if !state.bus.is_connected() {
+        return error_response(
+            ErrorCode::BusUnavailable,
+            "This node's bus subscription is down.",
+        );
+    }
+    HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -54,6 +54,7 @@ impl Deployment {
     }
 }
 
+#[derive(Debug)]
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -61,6 +62,8 @@ pub struct TestApp {
     pub query_stats: std::sync::Arc<chatty_storage::QueryStats>,
     pub redis_stats: Option<std::sync::Arc<chatty_storage::RedisStats>>,
     pub db: std::sync::Arc<Deployment>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// Starts a node with the default test settings.
@@ -104,7 +107,10 @@ pub async fn spawn_node(
     let state = app.state().clone();
     let query_stats = app.query_stats();
     let redis_stats = app.redis_stats();
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let stopped = tokio::spawn(app.run_until(async move {
+        let _ = stop.await;
+    }));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -116,10 +122,23 @@ pub async fn spawn_node(
         query_stats,
         redis_stats,
         db,
+        shutdown: Some(shutdown),
+        stopped: Some(stopped),
     }
 }
 
 impl TestApp {
+    /// Stops the node as SIGTERM would (stop accepting, finish in-flight
+    /// requests, stop background tasks) and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

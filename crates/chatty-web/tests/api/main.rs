@@ -4,6 +4,8 @@
 
 mod assets;
 mod chat;
+// Shared with the cluster suite, which uses more of it.
+#[allow(dead_code)]
 mod helpers;
 mod presence;
 mod validation;
