@@ -137,8 +137,8 @@ impl SqlStore {
         });
 
         tokio::time::timeout(
-            options.query_timeout.max(Duration::from_secs(30)),
-            Migrator::up(&db, None),
+            options.query_timeout.max(Duration::from_secs(60)),
+            migrate(&db),
         )
         .await
         .map_err(|_| StoreError::Unavailable("timed out running migrations".into()))??;
@@ -263,6 +263,35 @@ impl SqlStore {
             }
         }
     }
+}
+
+/// Runs the migrations. Nodes of a shared deployment often start together:
+/// on MySQL they take turns under an advisory lock (`GET_LOCK`, held by one
+/// dedicated connection), so two nodes never apply the same migration at once.
+async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    if db.get_database_backend() != DatabaseBackend::MySql {
+        return Ok(Migrator::up(db, None).await?);
+    }
+    let mut lock_holder = db
+        .get_mysql_connection_pool()
+        .acquire()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("migration lock connection: {e}")))?;
+    let locked: Option<i64> =
+        sea_orm::sqlx::query_scalar("SELECT GET_LOCK('chatty_migrations', 60)")
+            .fetch_one(&mut *lock_holder)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration lock: {e}")))?;
+    if locked != Some(1) {
+        return Err(StoreError::Unavailable(
+            "another node held the migration lock for 60 s".into(),
+        ));
+    }
+    let result = Migrator::up(db, None).await;
+    let _ = sea_orm::sqlx::query("SELECT RELEASE_LOCK('chatty_migrations')")
+        .execute(&mut *lock_holder)
+        .await;
+    Ok(result?)
 }
 
 fn sqlite_file(url: &str) -> Option<&str> {

@@ -383,3 +383,22 @@ async fn an_unreachable_database_is_unavailable_not_a_hang() {
     let err = SqlStore::connect(&options).await.expect_err("must fail");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_on_a_fresh_mysql_database_all_start() {
+    let db = TestDatabase::new(Backend::MySql).await;
+    let options = db.options();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let options = options.clone();
+            tokio::spawn(async move { SqlStore::connect(&options).await })
+        })
+        .collect();
+    for start in starts {
+        let store = start.await.expect("task").expect("every node starts");
+        assert_eq!(
+            store.site_by_key("none").await.expect("schema is there"),
+            None
+        );
+    }
+}

@@ -61,11 +61,9 @@ impl Metrics {
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(polls.clone()))?;
         registry.register(Box::new(messages_received.clone()))?;
-        registry.register(Box::new(QueryStatsCollector::new(Arc::clone(
-            &query_stats,
-        ))?))?;
+        registry.register(Box::new(AtomicTotals::sql(Arc::clone(&query_stats))?))?;
         if let Some(redis_stats) = redis_stats {
-            registry.register(Box::new(RedisStatsCollector::new(redis_stats)?))?;
+            registry.register(Box::new(AtomicTotals::redis(redis_stats)?))?;
         }
         registry.register(Box::new(rooms_in_memory.clone()))?;
         Ok(Self {
@@ -94,121 +92,103 @@ impl Metrics {
     }
 }
 
-/// Exports the store's statement counters (kept as atomics by the storage
-/// crate) as Prometheus counters, read at scrape time.
-#[derive(Debug)]
-struct QueryStatsCollector {
-    stats: Arc<QueryStats>,
+/// Reads a set of totals kept as atomics elsewhere.
+type ReadTotals = Box<dyn Fn() -> Vec<f64> + Send + Sync>;
+
+/// Exports totals that other crates keep as atomics (SQL statements, Redis
+/// calls) as Prometheus counters, read at scrape time.
+struct AtomicTotals {
+    names: Vec<(&'static str, &'static str)>,
+    read: ReadTotals,
     descs: Vec<prometheus::core::Desc>,
 }
 
-impl QueryStatsCollector {
-    const QUERIES: (&'static str, &'static str) =
-        ("db_queries_total", "SQL statements sent since start");
-    const FAILED: (&'static str, &'static str) =
-        ("db_query_errors_total", "SQL statements that failed");
-    const SECONDS: (&'static str, &'static str) =
-        ("db_query_seconds_total", "Time spent in SQL statements");
+impl std::fmt::Debug for AtomicTotals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtomicTotals")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
 
-    fn new(stats: Arc<QueryStats>) -> Result<Self, prometheus::Error> {
+impl AtomicTotals {
+    fn new(
+        names: Vec<(&'static str, &'static str)>,
+        read: ReadTotals,
+    ) -> Result<Self, prometheus::Error> {
         let mut descs = Vec::new();
-        for (name, help) in [Self::QUERIES, Self::FAILED, Self::SECONDS] {
-            let counter = prometheus::Counter::new(name, help)?;
+        for (name, help) in &names {
+            let counter = prometheus::Counter::new(*name, *help)?;
             descs.extend(
                 prometheus::core::Collector::desc(&counter)
                     .into_iter()
                     .cloned(),
             );
         }
-        Ok(Self { stats, descs })
+        Ok(Self { names, read, descs })
+    }
+
+    fn sql(stats: Arc<QueryStats>) -> Result<Self, prometheus::Error> {
+        Self::new(
+            vec![
+                ("db_queries_total", "SQL statements sent since start"),
+                ("db_query_errors_total", "SQL statements that failed"),
+                ("db_query_seconds_total", "Time spent in SQL statements"),
+            ],
+            Box::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                vec![
+                    stats.queries.load(Relaxed) as f64,
+                    stats.failed.load(Relaxed) as f64,
+                    stats.micros.load(Relaxed) as f64 / 1e6,
+                ]
+            }),
+        )
+    }
+
+    fn redis(stats: Arc<RedisStats>) -> Result<Self, prometheus::Error> {
+        Self::new(
+            vec![
+                (
+                    "redis_calls_total",
+                    "Redis round trips (commands, pipelines, scripts)",
+                ),
+                (
+                    "redis_call_errors_total",
+                    "Redis round trips that failed or timed out",
+                ),
+                (
+                    "redis_call_seconds_total",
+                    "Time spent in Redis round trips",
+                ),
+            ],
+            Box::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                vec![
+                    stats.calls.load(Relaxed) as f64,
+                    stats.errors.load(Relaxed) as f64,
+                    stats.micros.load(Relaxed) as f64 / 1e6,
+                ]
+            }),
+        )
     }
 }
 
-impl prometheus::core::Collector for QueryStatsCollector {
+impl prometheus::core::Collector for AtomicTotals {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let values = [
-            (Self::QUERIES, self.stats.queries.load(Relaxed) as f64),
-            (Self::FAILED, self.stats.failed.load(Relaxed) as f64),
-            (Self::SECONDS, self.stats.micros.load(Relaxed) as f64 / 1e6),
-        ];
-        values
-            .into_iter()
+        self.names
+            .iter()
+            .zip((self.read)())
             .filter_map(|((name, help), value)| {
-                let counter = prometheus::Counter::new(name, help).ok()?;
+                let counter = prometheus::Counter::new(*name, *help).ok()?;
                 counter.inc_by(value);
-                Some(counter.collect())
+                Some(prometheus::core::Collector::collect(&counter))
             })
             .flatten()
             .collect()
     }
-}
-
-/// Exports the Redis call counters as Prometheus counters.
-#[derive(Debug)]
-struct RedisStatsCollector {
-    stats: Arc<RedisStats>,
-    descs: Vec<prometheus::core::Desc>,
-}
-
-impl RedisStatsCollector {
-    const CALLS: (&'static str, &'static str) = (
-        "redis_calls_total",
-        "Redis round trips (commands, pipelines, scripts)",
-    );
-    const FAILED: (&'static str, &'static str) = (
-        "redis_call_errors_total",
-        "Redis round trips that failed or timed out",
-    );
-    const SECONDS: (&'static str, &'static str) = (
-        "redis_call_seconds_total",
-        "Time spent in Redis round trips",
-    );
-
-    fn new(stats: Arc<RedisStats>) -> Result<Self, prometheus::Error> {
-        let mut descs = Vec::new();
-        for (name, help) in [Self::CALLS, Self::FAILED, Self::SECONDS] {
-            let counter = prometheus::Counter::new(name, help)?;
-            descs.extend(
-                prometheus::core::Collector::desc(&counter)
-                    .into_iter()
-                    .cloned(),
-            );
-        }
-        Ok(Self { stats, descs })
-    }
-}
-
-impl prometheus::core::Collector for RedisStatsCollector {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let values = [
-            (Self::CALLS, self.stats.calls.load(Relaxed) as f64),
-            (Self::FAILED, self.stats.errors.load(Relaxed) as f64),
-            (Self::SECONDS, self.stats.micros.load(Relaxed) as f64 / 1e6),
-        ];
-        counters(values)
-    }
-}
-
-/// Fresh counters holding the given totals, for collectors that read atomics.
-fn counters(values: [((&str, &str), f64); 3]) -> Vec<prometheus::proto::MetricFamily> {
-    use prometheus::core::Collector;
-    values
-        .into_iter()
-        .filter_map(|((name, help), value)| {
-            let counter = prometheus::Counter::new(name, help).ok()?;
-            counter.inc_by(value);
-            Some(counter.collect())
-        })
-        .flatten()
-        .collect()
 }

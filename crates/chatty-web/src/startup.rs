@@ -181,39 +181,28 @@ impl Application {
             Arc::clone(&hub),
             bus.subscribe(),
         )));
-        tasks.push(tokio::spawn(every(
+        tasks.push(every(
+            &hub,
             chat.presence_flush(),
             "presence tick",
-            {
-                let hub = Arc::clone(&hub);
-                move || {
-                    let hub = Arc::clone(&hub);
-                    async move { hub.presence_tick().await }
-                }
-            },
-        )));
-        tasks.push(tokio::spawn(every(
+            |hub| async move { hub.presence_tick().await },
+        ));
+        tasks.push(every(
+            &hub,
             Duration::from_secs(chat.reconcile_secs),
             "reconcile",
-            {
-                let hub = Arc::clone(&hub);
-                move || {
-                    let hub = Arc::clone(&hub);
-                    async move { hub.reconcile().await }
-                }
-            },
-        )));
-        tasks.push(tokio::spawn(every(
-            Duration::from_secs(chat.room_idle_secs.clamp(1, 60)),
+            |hub| async move { hub.reconcile().await },
+        ));
+        let idle_check = Duration::from_secs(chat.room_idle_secs.clamp(1, 60));
+        tasks.push(every(
+            &hub,
+            idle_check,
             "evict idle rooms",
-            {
-                let hub = Arc::clone(&hub);
-                move || {
-                    hub.evict_idle(Instant::now());
-                    std::future::ready(Ok(()))
-                }
+            |hub| async move {
+                hub.evict_idle(Instant::now());
+                Ok(())
             },
-        )));
+        ));
 
         let address = format!(
             "{}:{}",
@@ -332,18 +321,22 @@ async fn apply_bus_events(hub: Arc<Hub>, mut events: BusReceiver) {
     }
 }
 
-/// Runs `job` every `period`, logging failures (the next run retries).
-async fn every<F, Fut>(period: Duration, what: &'static str, mut job: F)
+/// Spawns `job` on the hub every `period`, logging failures (the next run
+/// retries).
+fn every<F, Fut>(hub: &Arc<Hub>, period: Duration, what: &'static str, job: F) -> JoinHandle<()>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), crate::error::ApiError>>,
+    F: Fn(Arc<Hub>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), crate::error::ApiError>> + Send,
 {
-    let mut ticker = tokio::time::interval(period.max(Duration::from_millis(10)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if let Err(error) = job().await {
-            tracing::warn!(%error, "{what} failed");
+    let hub = Arc::clone(hub);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period.max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = job(Arc::clone(&hub)).await {
+                tracing::warn!(%error, "{what} failed");
+            }
         }
-    }
+    })
 }

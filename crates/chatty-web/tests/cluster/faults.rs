@@ -97,14 +97,7 @@ async fn when_redis_stops_answering_sends_get_503_polls_keep_answering_and_the_n
     // The client retries its refused send with the same id, as the widget
     // does: whether the refusal came before or after the commit, it ends up
     // stored exactly once.
-    let mut status = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..100 {
-        status = node.send(&ann, "m-during", "during").await.status();
-        if status.is_success() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = send_until_accepted(&node, &ann, "m-during", 100).await;
     assert!(status.is_success(), "the node recovers by itself: {status}");
     // It resubscribed and caught up on what it missed while cut off.
     poll_until(&node, &ann, &mut cursor, &mut checker, 4, 100).await;
@@ -170,14 +163,7 @@ async fn when_mysql_stops_answering_sends_get_503_within_the_timeout_and_polls_k
     proxy.thaw();
     proxy.cut(); // the frozen connections are dead: the pool opens new ones
     // The retry (same client id) succeeds once MariaDB answers again; it is stored once.
-    let mut status = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..50 {
-        status = node.send(&ann, "m-2", "during").await.status();
-        if status.is_success() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = send_until_accepted(&node, &ann, "m-2", 50).await;
     assert!(status.is_success(), "{status}");
     let mut cursor = poll.cursor;
     let mut checker = SeqChecker { seen: vec![1] };
@@ -241,4 +227,23 @@ async fn flush_prefix(prefix: &str) {
             .await
             .expect("del");
     }
+}
+
+/// Retries a send with the same client id every 100 ms, as the widget does,
+/// until it is accepted or `attempts` run out; returns the last status.
+async fn send_until_accepted(
+    node: &crate::helpers::TestApp,
+    guest: &chatty_protocol::api::JoinResponse,
+    id: &str,
+    attempts: usize,
+) -> StatusCode {
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..attempts {
+        status = node.send(guest, id, "retried").await.status();
+        if status.is_success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
 }

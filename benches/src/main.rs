@@ -1,0 +1,385 @@
+//! `chatty-bench`: load tools that talk to real Chatty nodes over HTTP.
+//!
+//! `chatty-bench cluster` measures a shared-mode deployment (any number of
+//! nodes behind the same MySQL and Redis):
+//!
+//! * **senders** join round-robin over the nodes and send as fast as their
+//!   acknowledgements come back (closed loop): committed sends per second;
+//! * **pollers** join round-robin and poll every `--poll-interval` with
+//!   `If-None-Match`, like widgets: the realistic poll mix;
+//! * one **probe** per node polls every `--probe-interval` and notes when
+//!   each message first shows there: delivery latency from the start of the
+//!   send to its first sighting on a *different* node than the sender's.
+//!
+//! At the end it reads each node's `/metrics` and reports which path
+//! answered the polls (304 from memory, the in-memory window, the store).
+//! Traffic goes only to the URLs given (loopback in our benchmarks) and the
+//! run is bounded by `--duration`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chatty_protocol::api::{JoinResponse, PollResponse, SendResponse};
+use chatty_protocol::{Event, RoomCursor};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+
+#[derive(Debug, Parser)]
+#[command(about = "Load tools for Chatty")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sends through several nodes; measures committed sends/s, cross-node delivery latency and the poll mix.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Base URL of a node (repeat for each node).
+    #[arg(long = "node", required = true)]
+    nodes: Vec<String>,
+    /// Site key to join.
+    #[arg(long, default_value = "demo")]
+    site: String,
+    /// Concurrent senders (closed loop, spread over the nodes).
+    #[arg(long, default_value_t = 24)]
+    senders: usize,
+    /// Widget-like pollers (spread over the nodes).
+    #[arg(long, default_value_t = 300)]
+    pollers: usize,
+    /// Poll interval of the widget-like pollers, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    poll_interval_ms: u64,
+    /// Poll interval of the per-node latency probes, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    probe_interval_ms: u64,
+    /// Total messages per second over all senders (paced, open loop). Unset:
+    /// every sender sends again as soon as its send is acknowledged.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Length of the measured run, in seconds.
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Cluster(args) => cluster(args).await,
+    }
+}
+
+/// When each message was sent (start of the request) and from which node.
+type SendLog = Arc<Mutex<HashMap<u64, (Instant, usize)>>>;
+/// When each message was first seen on each node.
+type SeenLog = Arc<Mutex<HashMap<(usize, u64), Instant>>>;
+
+async fn join(
+    client: &reqwest::Client,
+    node: &str,
+    site: &str,
+    nickname: &str,
+) -> Result<JoinResponse> {
+    let response = client
+        .post(format!("{node}/api/v1/join"))
+        .json(&serde_json::json!({"site_key": site, "nickname": nickname}))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "join on {node} failed: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(response.json().await?)
+}
+
+/// One poll; returns the new cursor and the message seqs it carried.
+async fn poll(
+    client: &reqwest::Client,
+    node: &str,
+    guest: &JoinResponse,
+    cursor: RoomCursor,
+) -> Result<(RoomCursor, Vec<u64>)> {
+    let response = client
+        .get(format!("{node}/api/v1/rooms/{}/events", guest.room.id))
+        .query(&[("cursor", cursor.to_string())])
+        .bearer_auth(&guest.token)
+        .header("If-None-Match", cursor.etag())
+        .send()
+        .await?;
+    match response.status().as_u16() {
+        304 => Ok((cursor, Vec::new())),
+        200 => {
+            let body: PollResponse = response.json().await?;
+            let seqs = body
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Message { message } => Some(message.seq),
+                    _ => None,
+                })
+                .collect();
+            Ok((body.cursor, seqs))
+        }
+        status => bail!("poll answered {status}"),
+    }
+}
+
+async fn cluster(args: ClusterArgs) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let nodes: Arc<Vec<String>> = Arc::new(
+        args.nodes
+            .iter()
+            .map(|n| n.trim_end_matches('/').to_owned())
+            .collect(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+    let sent: SendLog = Arc::default();
+    let seen: SeenLog = Arc::default();
+    let before = scrape_all(&client, &nodes).await?;
+
+    let mut tasks = Vec::new();
+    // Probes: one per node, polling fast, noting first sightings.
+    for (index, node) in nodes.iter().enumerate() {
+        let guest = join(&client, node, &args.site, &format!("probe{index}")).await?;
+        let (client, node, seen) = (client.clone(), node.clone(), Arc::clone(&seen));
+        let interval = Duration::from_millis(args.probe_interval_ms);
+        tasks.push(tokio::spawn(async move {
+            let mut cursor = guest.cursor;
+            let mut errors = 0u64;
+            while Instant::now() < deadline + Duration::from_secs(2) {
+                match poll(&client, &node, &guest, cursor).await {
+                    Ok((next, seqs)) => {
+                        let now = Instant::now();
+                        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        for seq in seqs {
+                            seen.entry((index, seq)).or_insert(now);
+                        }
+                        cursor = next;
+                    }
+                    Err(_) => errors += 1,
+                }
+                tokio::time::sleep(interval).await;
+            }
+            (0u64, errors)
+        }));
+    }
+    // Widget-like pollers.
+    for p in 0..args.pollers {
+        let node_index = p % nodes.len();
+        let node = nodes[node_index].clone();
+        let guest = join(&client, &node, &args.site, &format!("poller{p}")).await?;
+        let client = client.clone();
+        let interval = Duration::from_millis(args.poll_interval_ms);
+        // Spread the first polls over one interval, as real visitors arrive.
+        let offset = interval.mul_f64(p as f64 / args.pollers.max(1) as f64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            let mut cursor = guest.cursor;
+            let (mut polls, mut errors) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                match poll(&client, &node, &guest, cursor).await {
+                    Ok((next, _)) => {
+                        cursor = next;
+                        polls += 1;
+                    }
+                    Err(_) => errors += 1,
+                }
+                tokio::time::sleep(interval).await;
+            }
+            (polls, errors)
+        }));
+    }
+    // Senders, closed loop.
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for s in 0..args.senders {
+        let node_index = s % nodes.len();
+        let node = nodes[node_index].clone();
+        let guest = join(&client, &node, &args.site, &format!("sender{s}")).await?;
+        let (client, sent) = (client.clone(), Arc::clone(&sent));
+        let pace = args
+            .rate
+            .map(|rate| Duration::from_secs_f64(args.senders as f64 / rate.max(0.001)));
+        senders.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut latency =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
+            let mut ticker = pace.map(|p| {
+                let mut t = tokio::time::interval_at(
+                    tokio::time::Instant::now() + p.mul_f64(s as f64 / 8.0),
+                    p,
+                );
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            while Instant::now() < deadline {
+                if let Some(ticker) = ticker.as_mut() {
+                    ticker.tick().await;
+                }
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let begun = Instant::now();
+                let response = client
+                    .post(format!("{node}/api/v1/rooms/{}/messages", guest.room.id))
+                    .bearer_auth(&guest.token)
+                    .json(&serde_json::json!({"client_message_id": id, "body": "bench"}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => {
+                        let body: SendResponse = r.json().await?;
+                        latency.saturating_record(begun.elapsed().as_micros() as u64);
+                        sent.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(body.message.seq, (begun, node_index));
+                        ok += 1;
+                    }
+                    _ => errors += 1,
+                }
+            }
+            Ok::<_, anyhow::Error>((ok, errors, latency))
+        }));
+    }
+    let mut committed = 0u64;
+    let mut send_errors = 0u64;
+    let mut ack = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for sender in senders {
+        let (ok, errors, latency) = sender.await??;
+        committed += ok;
+        send_errors += errors;
+        ack.add(latency)?;
+    }
+    let elapsed = started.elapsed();
+    let mut polls = 0u64;
+    let mut poll_errors = 0u64;
+    for task in tasks {
+        let (p, e) = task.await?;
+        polls += p;
+        poll_errors += e;
+    }
+    let after = scrape_all(&client, &nodes).await?;
+
+    // Cross-node delivery latency: send start → first sighting on another node.
+    let mut delivery = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut missing = 0u64;
+    {
+        let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (seq, (begun, from)) in sent.iter() {
+            for node in (0..nodes.len()).filter(|n| n != from) {
+                match seen.get(&(node, *seq)) {
+                    Some(at) => delivery
+                        .saturating_record(at.saturating_duration_since(*begun).as_micros() as u64),
+                    None => missing += 1,
+                }
+            }
+        }
+    }
+
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let rate = args.rate.map_or("as fast as acknowledged".to_owned(), |r| {
+        format!("{r} msg/s in total")
+    });
+    println!(
+        "chatty-bench cluster: {} nodes, {} senders ({rate}), {} pollers every {} ms, {:.1} s",
+        nodes.len(),
+        args.senders,
+        args.pollers,
+        args.poll_interval_ms,
+        elapsed.as_secs_f64()
+    );
+    println!();
+    println!(
+        "sends committed      {committed} ({:.0}/s), errors {send_errors}",
+        committed as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "send ack latency     p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        ms(&ack, 0.5),
+        ms(&ack, 0.9),
+        ms(&ack, 0.99),
+        ack.max() as f64 / 1000.0
+    );
+    println!(
+        "cross-node delivery  p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (probe every {} ms; {} samples, {} never seen)",
+        ms(&delivery, 0.5),
+        ms(&delivery, 0.9),
+        ms(&delivery, 0.99),
+        delivery.max() as f64 / 1000.0,
+        args.probe_interval_ms,
+        delivery.len(),
+        missing
+    );
+    println!("widget polls         {polls}, errors {poll_errors}");
+    println!();
+    println!(
+        "{:<28} {:>12} {:>10} {:>10} {:>8} {:>12} {:>12}",
+        "node", "not_modified", "window", "store", "reset", "db_queries", "redis_calls"
+    );
+    let mut totals = [0f64; 6];
+    for (node, (b, a)) in nodes.iter().zip(before.iter().zip(after.iter())) {
+        let d = |k: &str| a.get(k).copied().unwrap_or(0.0) - b.get(k).copied().unwrap_or(0.0);
+        let row = [
+            d("chatty_polls_total{path=\"not_modified\"}"),
+            d("chatty_polls_total{path=\"window\"}"),
+            d("chatty_polls_total{path=\"store\"}"),
+            d("chatty_polls_total{path=\"reset\"}"),
+            d("chatty_db_queries_total"),
+            d("chatty_redis_calls_total"),
+        ];
+        for (t, v) in totals.iter_mut().zip(row) {
+            *t += v;
+        }
+        println!(
+            "{:<28} {:>12} {:>10} {:>10} {:>8} {:>12} {:>12}",
+            node, row[0], row[1], row[2], row[3], row[4], row[5]
+        );
+    }
+    let all_polls = totals[0] + totals[1] + totals[2] + totals[3];
+    if all_polls > 0.0 {
+        println!();
+        println!(
+            "polls answered from memory (304 or window, no Redis, no MySQL): {:.2}% of {}",
+            100.0 * (totals[0] + totals[1]) / all_polls,
+            all_polls
+        );
+    }
+    Ok(())
+}
+
+/// Reads each node's `/metrics` into `name{labels} → value`.
+async fn scrape_all(
+    client: &reqwest::Client,
+    nodes: &[String],
+) -> Result<Vec<HashMap<String, f64>>> {
+    let mut all = Vec::new();
+    for node in nodes {
+        let text = client
+            .get(format!("{node}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let metrics = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+        all.push(metrics);
+    }
+    Ok(all)
+}
