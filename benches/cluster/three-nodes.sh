@@ -7,12 +7,13 @@
 #
 #   benches/cluster/three-nodes.sh --senders 24 --pollers 300 --duration-secs 20
 #
-# Environment: MYSQL_URL (default mysql://root@127.0.0.1:3306),
-# REDIS_URL (default redis://127.0.0.1:6379), WORKERS per node (default 1).
+# Uses MariaDB as root on 127.0.0.1:3306 (database chatty_bench, recreated).
+# Environment: REDIS_URL (default redis://127.0.0.1:6379), WORKERS per node
+# (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306}
+MYSQL_URL=mysql://root@127.0.0.1:3306
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 WORKERS=${WORKERS:-1}
 DB=chatty_bench

@@ -5,16 +5,16 @@
 //!
 //! * **senders** join round-robin over the nodes and send as fast as their
 //!   acknowledgements come back (closed loop): committed sends per second;
-//! * **pollers** join round-robin and poll every `--poll-interval` with
+//! * **pollers** join round-robin and poll every `--poll-interval-ms` with
 //!   `If-None-Match`, like widgets: the realistic poll mix;
-//! * one **probe** per node polls every `--probe-interval` and notes when
+//! * one **probe** per node polls every `--probe-interval-ms` and notes when
 //!   each message first shows there: delivery latency from the start of the
 //!   send to its first sighting on a *different* node than the sender's.
 //!
 //! At the end it reads each node's `/metrics` and reports which path
 //! answered the polls (304 from memory, the in-memory window, the store).
 //! Traffic goes only to the URLs given (loopback in our benchmarks) and the
-//! run is bounded by `--duration`.
+//! run is bounded by `--duration-secs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -64,14 +65,15 @@ pub struct RoomTouches {
 /// The presence state of record.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Marks the given guests present at `now_ms` (a guest not present, or
-    /// present under another nickname, joins), then, when
-    /// `expire_before_ms` is set, removes from the same rooms every guest
-    /// last seen before it. Changes are published on the bus and returned.
+    /// Marks the given guests present now (a guest not present, or present
+    /// under another nickname, joins), then, when `expire_after` is set,
+    /// removes from the same rooms every guest not seen for that long.
+    /// "Now" is the presence store's own clock (Redis `TIME` in the shared
+    /// mode), so nodes with skewed clocks cannot expire each other's guests.
+    /// Changes are published on the bus and returned.
     async fn tick(
         &self,
-        now_ms: i64,
-        expire_before_ms: Option<i64>,
+        expire_after: Option<Duration>,
         rooms: &[RoomTouches],
     ) -> Result<Vec<PresenceChange>, StoreError>;
     /// A guest leaves; `None` if it was not present.
@@ -154,10 +156,12 @@ impl InMemoryPresence {
 impl PresenceStore for InMemoryPresence {
     async fn tick(
         &self,
-        now_ms: i64,
-        expire_before_ms: Option<i64>,
+        expire_after: Option<Duration>,
         touches: &[RoomTouches],
     ) -> Result<Vec<PresenceChange>, StoreError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let expire_before_ms =
+            expire_after.map(|after| now_ms - i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
         let mut changes = Vec::new();
         let mut rooms = self.lock();
         for touch in touches {

@@ -136,8 +136,9 @@ impl SqlStore {
             counter.micros.fetch_add(micros, Ordering::Relaxed);
         });
 
+        // Up to 60 s waiting for another node's migrations, then time for ours.
         tokio::time::timeout(
-            options.query_timeout.max(Duration::from_secs(60)),
+            options.query_timeout.max(Duration::from_secs(120)),
             migrate(&db),
         )
         .await

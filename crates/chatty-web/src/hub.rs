@@ -158,10 +158,6 @@ fn lock(room: &RoomState) -> MutexGuard<'_, RoomInner> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn client_event(change: &PresenceChange) -> Event {
     let member = Member {
         guest_id: change.guest_id.clone(),
@@ -186,8 +182,10 @@ fn client_event(change: &PresenceChange) -> Event {
 }
 
 impl RoomInner {
-    fn new(now: Instant, snapshot: Option<PresenceSnapshot>) -> Self {
-        let mut inner = Self {
+    /// A room whose presence is not known yet (`presence_stale`): the
+    /// caller takes a snapshot once the room receives bus events.
+    fn new(now: Instant) -> Self {
+        Self {
             last_seq: 0,
             window: VecDeque::new(),
             pending: BTreeMap::new(),
@@ -197,15 +195,11 @@ impl RoomInner {
             members: HashMap::new(),
             presence_log: VecDeque::new(),
             presence_pending: BTreeMap::new(),
-            presence_stale: snapshot.is_none(),
+            presence_stale: true,
             presence_resync_scheduled: false,
             touched: HashMap::new(),
             last_active: now,
-        };
-        if let Some(snapshot) = snapshot {
-            inner.apply_snapshot(snapshot);
         }
-        inner
     }
 
     fn cursor(&self) -> RoomCursor {
@@ -283,19 +277,18 @@ impl RoomInner {
     /// Accepts a presence change in any order. Returns `true` when the
     /// mirror needs a snapshot and none is scheduled yet.
     fn accept_presence(&mut self, change: PresenceChange, log_capacity: usize) -> bool {
-        if change.epoch != self.epoch {
-            self.presence_stale = true;
-        } else if change.version == self.presence_version + 1 {
-            self.apply_change(&change, log_capacity);
-            while let Some(next) = self.presence_pending.remove(&(self.presence_version + 1)) {
-                self.apply_change(&next, log_capacity);
+        if change.epoch == self.epoch && !self.presence_stale {
+            if change.version > self.presence_version {
+                self.presence_pending.insert(change.version, change);
+                self.drain_presence(log_capacity);
             }
-            let version = self.presence_version;
-            self.presence_pending.retain(|v, _| *v > version);
-        } else if change.version > self.presence_version {
+        } else {
+            // Another epoch, or no valid state yet: keep the change until a
+            // snapshot says which epoch and version are current.
+            self.presence_stale = true;
             self.presence_pending.insert(change.version, change);
         }
-        let needs_resync = self.presence_stale || !self.presence_pending.is_empty();
+        let needs_resync = !self.presence_in_order();
         if needs_resync && !self.presence_resync_scheduled {
             self.presence_resync_scheduled = true;
             true
@@ -304,12 +297,26 @@ impl RoomInner {
         }
     }
 
-    /// Replaces the mirror with the store's member list. The log is cleared,
-    /// so clients at older versions get a full member list.
-    fn apply_snapshot(&mut self, snapshot: PresenceSnapshot) {
-        if snapshot.epoch == self.epoch
+    /// Applies pending changes that follow the mirror's version.
+    fn drain_presence(&mut self, log_capacity: usize) {
+        while let Some(next) = self.presence_pending.remove(&(self.presence_version + 1)) {
+            if next.epoch != self.epoch {
+                break;
+            }
+            self.apply_change(&next, log_capacity);
+        }
+        let (epoch, version) = (self.epoch, self.presence_version);
+        self.presence_pending
+            .retain(|v, c| c.epoch == epoch && *v > version);
+    }
+
+    /// Replaces the mirror with the store's member list, then applies any
+    /// pending changes that came after it. The log is cleared, so clients at
+    /// older versions get a full member list.
+    fn apply_snapshot(&mut self, snapshot: PresenceSnapshot, log_capacity: usize) {
+        if !self.presence_stale
+            && snapshot.epoch == self.epoch
             && snapshot.version <= self.presence_version
-            && !self.presence_stale
         {
             return; // the mirror is already at or past it
         }
@@ -318,8 +325,7 @@ impl RoomInner {
         self.members = snapshot.members.into_iter().collect();
         self.presence_log.clear();
         self.presence_stale = false;
-        let version = self.presence_version;
-        self.presence_pending.retain(|v, _| *v > version);
+        self.drain_presence(log_capacity);
     }
 
     fn presence_in_order(&self) -> bool {
@@ -478,14 +484,7 @@ impl Hub {
                 recent
             }
         };
-        let snapshot = match self.presence.snapshot(room_id).await {
-            Ok(snapshot) => Some(snapshot),
-            Err(error) => {
-                tracing::warn!(room = room_id, %error, "presence unavailable; the member list follows when it is back");
-                None
-            }
-        };
-        let mut inner = RoomInner::new(Instant::now(), snapshot);
+        let mut inner = RoomInner::new(Instant::now());
         inner.last_seq = recent.first().map_or(0, |m| m.seq - 1);
         for message in &recent {
             inner.push_window(message, window);
@@ -501,10 +500,17 @@ impl Hub {
                 .map_err(|_| ApiError::Internal("room map poisoned".into()))?;
             Arc::clone(rooms.entry(room_id).or_insert(fresh))
         };
-        // A message committed (or a member changed) while we were reading may
-        // have been published before the room was in the map, and so
-        // dropped: read once more now that the room receives events.
+        // A message committed while we were reading may have been published
+        // before the room was in the map, and so dropped: read once more now
+        // that the room receives events. Presence is read only now, for the
+        // same reason; changes arriving meanwhile wait in `presence_pending`.
         self.catch_up(&room).await?;
+        match self.presence.snapshot(room_id).await {
+            Ok(snapshot) => lock(&room).apply_snapshot(snapshot, self.settings.presence_log_events),
+            Err(error) => {
+                tracing::warn!(room = room_id, %error, "presence unavailable; the member list follows when it is back")
+            }
+        }
         self.schedule_presence_resync_if_needed(&room);
         Ok(room)
     }
@@ -648,7 +654,7 @@ impl Hub {
             match self.presence.snapshot(room.id).await {
                 Ok(snapshot) => {
                     let mut inner = lock(&room);
-                    inner.apply_snapshot(snapshot);
+                    inner.apply_snapshot(snapshot, self.settings.presence_log_events);
                     if inner.presence_in_order() {
                         inner.presence_resync_scheduled = false;
                         return;
@@ -669,7 +675,9 @@ impl Hub {
                 tracing::warn!(room = room.id, %error, "resync failed");
             }
             match self.presence.snapshot(room.id).await {
-                Ok(snapshot) => lock(&room).apply_snapshot(snapshot),
+                Ok(snapshot) => {
+                    lock(&room).apply_snapshot(snapshot, self.settings.presence_log_events)
+                }
                 Err(error) => tracing::warn!(room = room.id, %error, "presence resync failed"),
             }
         }
@@ -710,7 +718,7 @@ impl Hub {
             room_id: room.id,
             guests: vec![(guest_id.to_owned(), nickname.to_owned())],
         };
-        let changes = self.presence.tick(now_ms(), None, &[touch]).await?;
+        let changes = self.presence.tick(None, &[touch]).await?;
         for change in changes {
             self.apply_presence_to(room, change);
         }
@@ -718,7 +726,7 @@ impl Hub {
             // Earlier changes are still on their way: take a snapshot now so
             // the joiner's member list is complete.
             let snapshot = self.presence.snapshot(room.id).await?;
-            lock(room).apply_snapshot(snapshot);
+            lock(room).apply_snapshot(snapshot, self.settings.presence_log_events);
         }
         let mut inner = lock(room);
         inner.last_active = Instant::now();
@@ -772,12 +780,9 @@ impl Hub {
         if batch.is_empty() {
             return Ok(());
         }
-        let timeout_ms =
-            i64::try_from(self.settings.presence_timeout.as_millis()).unwrap_or(i64::MAX);
-        let now = now_ms();
         match self
             .presence
-            .tick(now, Some(now - timeout_ms), &batch)
+            .tick(Some(self.settings.presence_timeout), &batch)
             .await
         {
             Ok(changes) => {
@@ -956,5 +961,167 @@ impl RoomInner {
             self.touched
                 .insert(guest_id.to_owned(), nickname.to_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(epoch: u32, version: u64, guest: &str, kind: PresenceKind) -> PresenceChange {
+        PresenceChange {
+            room_id: 1,
+            epoch,
+            version,
+            guest_id: guest.into(),
+            nickname: guest.to_uppercase(),
+            kind,
+        }
+    }
+
+    fn snapshot(epoch: u32, version: u64, guests: &[&str]) -> PresenceSnapshot {
+        PresenceSnapshot {
+            room_id: 1,
+            epoch,
+            version,
+            members: guests
+                .iter()
+                .map(|g| ((*g).to_owned(), g.to_uppercase()))
+                .collect(),
+        }
+    }
+
+    fn message(seq: u64) -> StoredMessage {
+        StoredMessage {
+            room_id: 1,
+            seq,
+            guest_id: "g".into(),
+            nickname: "G".into(),
+            body: format!("m{seq}"),
+            client_message_id: format!("c{seq}"),
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn members(inner: &RoomInner) -> Vec<String> {
+        inner
+            .member_list()
+            .into_iter()
+            .map(|m| m.guest_id)
+            .collect()
+    }
+
+    #[test]
+    fn messages_are_windowed_in_order_whatever_order_they_arrive_in() {
+        let mut inner = RoomInner::new(Instant::now());
+        assert!(!inner.accept(message(1), 10));
+        assert!(inner.accept(message(3), 10), "a hole asks for one fill");
+        assert!(
+            !inner.accept(message(4), 10),
+            "the fill is already scheduled"
+        );
+        assert!(!inner.accept(message(3), 10), "duplicates are dropped");
+        assert_eq!(inner.last_seq, 1);
+        inner.accept(message(2), 10);
+        assert_eq!(inner.last_seq, 4);
+        assert!(inner.pending.is_empty());
+        let seqs: Vec<u64> = inner.window.iter().map(|m| m.view.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn the_window_keeps_only_the_newest_messages() {
+        let mut inner = RoomInner::new(Instant::now());
+        for seq in 1..=5 {
+            inner.accept(message(seq), 3);
+        }
+        assert_eq!(inner.window_start(), 3);
+        assert_eq!(inner.last_seq, 5);
+    }
+
+    #[test]
+    fn presence_changes_apply_in_version_order() {
+        let mut inner = RoomInner::new(Instant::now());
+        inner.apply_snapshot(snapshot(7, 0, &[]), 16);
+        inner.accept_presence(change(7, 2, "b", PresenceKind::Join), 16);
+        assert_eq!(inner.presence_version, 0, "v2 waits for v1");
+        assert!(!inner.presence_in_order());
+        inner.accept_presence(change(7, 1, "a", PresenceKind::Join), 16);
+        assert_eq!(inner.presence_version, 2);
+        assert!(inner.presence_in_order());
+        assert_eq!(members(&inner), vec!["a", "b"]);
+        inner.accept_presence(change(7, 3, "a", PresenceKind::Timeout), 16);
+        assert_eq!(members(&inner), vec!["b"]);
+        assert_eq!(inner.presence_log.len(), 3);
+    }
+
+    #[test]
+    fn a_change_that_arrives_before_the_first_snapshot_is_not_lost() {
+        // The room entered the map; a change was published before the
+        // snapshot was read, and one after.
+        let mut inner = RoomInner::new(Instant::now());
+        inner.accept_presence(change(9, 5, "e", PresenceKind::Join), 16);
+        inner.accept_presence(change(9, 6, "f", PresenceKind::Join), 16);
+        // The snapshot was read between the two publishes: it has v5, not v6.
+        inner.apply_snapshot(snapshot(9, 5, &["a", "e"]), 16);
+        assert!(inner.presence_in_order());
+        assert_eq!(inner.presence_version, 6);
+        assert_eq!(members(&inner), vec!["a", "e", "f"]);
+    }
+
+    #[test]
+    fn a_new_epoch_makes_the_mirror_stale_until_a_snapshot() {
+        let mut inner = RoomInner::new(Instant::now());
+        inner.apply_snapshot(snapshot(1, 4, &["a"]), 16);
+        let needs = inner.accept_presence(change(2, 1, "b", PresenceKind::Join), 16);
+        assert!(needs, "asks for a snapshot");
+        assert!(!inner.presence_in_order());
+        inner.apply_snapshot(snapshot(2, 1, &["b"]), 16);
+        assert_eq!((inner.epoch, inner.presence_version), (2, 1));
+        assert_eq!(members(&inner), vec!["b"]);
+        // Clients of the old epoch get a full member list.
+        let old = RoomCursor {
+            seq: 0,
+            epoch: 1,
+            presence: 4,
+        };
+        let events = inner.presence_since(&old);
+        assert_eq!(events.len(), 1);
+        assert!(events[0].contains("\"type\":\"members\""), "{}", events[0]);
+    }
+
+    #[test]
+    fn an_older_snapshot_does_not_roll_the_mirror_back() {
+        let mut inner = RoomInner::new(Instant::now());
+        inner.apply_snapshot(snapshot(3, 2, &["a", "b"]), 16);
+        inner.accept_presence(change(3, 3, "c", PresenceKind::Join), 16);
+        inner.apply_snapshot(snapshot(3, 2, &["a", "b"]), 16);
+        assert_eq!(inner.presence_version, 3);
+        assert_eq!(members(&inner), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn presence_diffs_come_from_the_log_when_it_covers_the_client() {
+        let mut inner = RoomInner::new(Instant::now());
+        inner.apply_snapshot(snapshot(5, 0, &[]), 2);
+        for (v, g) in [(1, "a"), (2, "b"), (3, "c")] {
+            inner.accept_presence(change(5, v, g, PresenceKind::Join), 2);
+        }
+        let diff = inner.presence_since(&RoomCursor {
+            seq: 0,
+            epoch: 5,
+            presence: 1,
+        });
+        assert_eq!(diff.len(), 2, "v2 and v3 from the log");
+        let too_old = inner.presence_since(&RoomCursor {
+            seq: 0,
+            epoch: 5,
+            presence: 0,
+        });
+        assert_eq!(too_old.len(), 1);
+        assert!(
+            too_old[0].contains("\"type\":\"members\""),
+            "the log (2 events) no longer reaches v1"
+        );
     }
 }

@@ -188,7 +188,7 @@ impl ChatSettings {
 
 /// Redis: empty `url` = the embedded mode (in-process bus and presence);
 /// set = the shared mode, where any number of nodes share MySQL and Redis.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
     /// `redis://HOST:PORT/DB`; empty for the embedded mode.
@@ -220,6 +220,20 @@ impl Default for RedisSettings {
             key_ttl_secs: 86_400,
             heartbeat_ms: 2000,
         }
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url_password(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("history_messages", &self.history_messages)
+            .field("key_ttl_secs", &self.key_ttl_secs)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .finish()
     }
 }
 
@@ -449,6 +463,10 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
+        if self.database.url.starts_with("mysql://") && self.database.max_connections < 2 {
+            // One connection holds the migration lock while another migrates.
+            return invalid("database.max_connections", "must be at least 2 with MySQL");
+        }
         if self.database.min_connections > self.database.max_connections {
             return invalid(
                 "database.min_connections",
@@ -473,10 +491,12 @@ impl Settings {
         }
         let redis = &self.redis;
         if redis.shared_mode() {
-            if !redis.url.starts_with("redis://") && !redis.url.starts_with("rediss://") {
+            // TLS (`rediss://`) is not compiled in: Redis is expected on the
+            // private network of the database box.
+            if !redis.url.starts_with("redis://") {
                 return invalid(
                     "redis.url",
-                    "must be empty (embedded mode) or start with redis:// or rediss://",
+                    "must be empty (embedded mode) or start with redis://",
                 );
             }
             if !self.database.url.starts_with("mysql://") {
@@ -662,6 +682,7 @@ mod tests {
         let mut settings = Settings::default();
         settings.auth.token_secret = Secret::new("super-secret-value-that-is-long-enough");
         settings.database.url = "mysql://chatty:hunter2@db:3306/chatty".into();
+        settings.redis.url = "redis://:hunter2@redis:6379/0".into();
         let text = format!("{settings:?}");
         assert!(
             !text.contains("super-secret") && !text.contains("hunter2"),

@@ -308,8 +308,14 @@ async fn subscribe_once(
                 if last_heartbeat.elapsed() > heartbeat * 3 {
                     return Err(super::unavailable("no heartbeat on the subscription"));
                 }
-                // The publish goes through the pool; its echo proves the subscription alive.
-                let _ = bus.redis.query::<i64>(redis::cmd("PUBLISH").arg(heartbeat_channel).arg("1")).await;
+                // The publish goes through the pool; its echo proves the
+                // subscription alive. Spawned, so a slow Redis never pauses
+                // the reading of events here.
+                let redis = bus.redis.clone();
+                let channel = heartbeat_channel.to_owned();
+                tokio::spawn(async move {
+                    let _ = redis.query::<i64>(redis::cmd("PUBLISH").arg(channel).arg("1")).await;
+                });
             }
         }
     }

@@ -9,6 +9,7 @@
 //! epoch, and nodes and clients re-snapshot.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::Script;
@@ -20,12 +21,17 @@ use crate::presence::{PresenceChange, PresenceSnapshot, PresenceStore, RoomTouch
 
 /// Touches guests and expires silent ones, for many rooms in one call.
 /// KEYS: 4 per room (members, nicks, pver, epoch).
-/// ARGV: now, cutoff ('' = no expiry), candidate epoch, ttl ms, channel,
-/// then per room: room id, guest count, guest, nick, guest, nick, …
+/// ARGV: expire after ms ('' = no expiry), candidate epoch, ttl ms,
+/// channel, then per room: room id, guest count, guest, nick, guest, nick, …
+/// "Now" is Redis's clock (`TIME`), the same for every node.
 const TICK: &str = r#"
-local now, cutoff, candidate, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = ''
+if ARGV[1] ~= '' then cutoff = tostring(now - tonumber(ARGV[1])) end
+local candidate, ttl, channel = ARGV[2], ARGV[3], ARGV[4]
 local out = {}
-local a = 6
+local a = 5
 for r = 0, (#KEYS / 4) - 1 do
   local members, nicks, pver, epochk = KEYS[r*4+1], KEYS[r*4+2], KEYS[r*4+3], KEYS[r*4+4]
   local room = tonumber(ARGV[a])
@@ -148,8 +154,7 @@ fn candidate_epoch() -> u32 {
 impl PresenceStore for RedisPresence {
     async fn tick(
         &self,
-        now_ms: i64,
-        expire_before_ms: Option<i64>,
+        expire_after: Option<Duration>,
         rooms: &[RoomTouches],
     ) -> Result<Vec<PresenceChange>, StoreError> {
         if rooms.is_empty() {
@@ -157,8 +162,11 @@ impl PresenceStore for RedisPresence {
         }
         let mut invocation = self.tick.prepare_invoke();
         invocation
-            .arg(now_ms)
-            .arg(expire_before_ms.map(|c| c.to_string()).unwrap_or_default())
+            .arg(
+                expire_after
+                    .map(|after| after.as_millis().to_string())
+                    .unwrap_or_default(),
+            )
             .arg(candidate_epoch())
             .arg(self.ttl_ms())
             .arg(self.redis.key("events"));
