@@ -126,14 +126,14 @@ chmod 644 "$WORK/nginx/html/poll.json"
 NGINX_PID=$!
 
 # Run from $WORK, so that no chatty.toml in the caller's directory applies:
-# compiled defaults plus the variables below (and any CHATTY__* inherited).
+# compiled defaults (logging included: the per-request span is on) plus the
+# variables below (and any CHATTY__* inherited).
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (
     cd "$WORK"
     CHATTY__SERVER__WORKERS=1 \
         CHATTY__SERVER__PORT=$CHATTY_PORT \
         CHATTY__DATABASE__URL="sqlite://$WORK/chatty.db?mode=rwc" \
-        CHATTY__LOG__FILTER=warn \
         CHATTY__AUTH__TOKEN_SECRET="$SECRET" \
         exec "${SERVER_CPU[@]}" "$CHATTY_BIN"
 ) >"$WORK/chatty.log" 2>&1 &

@@ -45,6 +45,8 @@ use chatty_storage::{
     StoredMessage,
 };
 
+use actix_web::http::header::HeaderValue;
+
 use crate::error::ApiError;
 
 /// Hub tuning, from `[chat]` settings.
@@ -90,6 +92,10 @@ struct RoomInner {
     /// Guests seen by polls since the last presence tick: guest id → nickname.
     touched: HashMap<String, String>,
     last_active: Instant,
+    /// The `ETag` header for `etag_cursor`, rebuilt only when the version
+    /// changes, so an unchanged poll neither formats nor allocates it.
+    etag: HeaderValue,
+    etag_cursor: RoomCursor,
 }
 
 /// One room's state on this node.
@@ -127,7 +133,7 @@ impl PollPath {
 #[derive(Debug)]
 pub enum PollAnswer {
     NotModified {
-        cursor: RoomCursor,
+        etag: HeaderValue,
     },
     /// A ready JSON body (a `PollResponse`).
     Events {
@@ -199,6 +205,8 @@ impl RoomInner {
             presence_resync_scheduled: false,
             touched: HashMap::new(),
             last_active: now,
+            etag: HeaderValue::from_static("\"0.0.0\""),
+            etag_cursor: RoomCursor::default(),
         }
     }
 
@@ -882,8 +890,19 @@ impl Hub {
         let mut inner = lock(room);
         inner.note_seen(guest_id, nickname, now);
         let current = inner.cursor();
-        if if_none_match.is_some_and(|tag| current.matches_if_none_match(tag)) {
-            return PollPlan::Done(PollAnswer::NotModified { cursor: current });
+        if let Some(tag) = if_none_match {
+            if inner.etag_cursor != current {
+                inner.etag = HeaderValue::from_str(&current.etag())
+                    .unwrap_or(HeaderValue::from_static("\"\""));
+                inner.etag_cursor = current;
+            }
+            // The common case is byte-equal to our own ETag; lists and weak
+            // tags take the parsing path.
+            if tag.as_bytes() == inner.etag.as_bytes() || current.matches_if_none_match(tag) {
+                return PollPlan::Done(PollAnswer::NotModified {
+                    etag: inner.etag.clone(),
+                });
+            }
         }
         if cursor.seq > inner.last_seq {
             if !caught_up {

@@ -8,10 +8,12 @@
 //! * [`hub`] — this node's in-memory room state (versions, message window,
 //!   presence): what makes polls cheap;
 //! * [`directory`] — cached site/room lookups for joins;
+//! * [`cors`] — cross-origin access for the widget;
 //! * [`token`] — signed guest tokens;
 //! * [`error`] — the JSON error body;
 //! * [`metrics`], [`telemetry`] — Prometheus and tracing.
 
+pub mod cors;
 pub mod directory;
 pub mod error;
 pub mod hub;

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub polls: IntCounterVec,
+    /// `polls_total{path="not_modified"}`, resolved once: the hot path.
+    pub polls_not_modified: IntCounter,
     pub messages_received: IntCounter,
     pub rooms_in_memory: IntGauge,
     query_stats: Arc<QueryStats>,
@@ -66,7 +68,9 @@ impl Metrics {
             registry.register(Box::new(AtomicTotals::redis(redis_stats)?))?;
         }
         registry.register(Box::new(rooms_in_memory.clone()))?;
+        let polls_not_modified = polls.with_label_values(&["not_modified"]);
         Ok(Self {
+            polls_not_modified,
             registry,
             http_requests,
             http_duration,

@@ -7,9 +7,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use chatty_storage::bus::BusReceiver;
@@ -28,7 +26,7 @@ use crate::routes::{self, WidgetAsset};
 use crate::settings::{Settings, redact_url_password};
 use crate::state::AppState;
 use crate::telemetry;
-use crate::token::TokenKey;
+use crate::token::GuestTokens;
 
 /// The mode-specific parts: bus, presence store, Redis counters.
 type Backends = (
@@ -167,7 +165,7 @@ impl Application {
             );
         }
         let state = AppState {
-            tokens: TokenKey::new(settings.auth.token_secret.expose()),
+            tokens: Arc::new(GuestTokens::new(settings.auth.token_secret.expose())),
             metrics: Metrics::new(Arc::clone(&query_stats), redis_stats.clone())?,
             directory: Arc::new(Directory::new(Arc::clone(&store))),
             settings: Arc::new(settings),
@@ -272,20 +270,10 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
     let widget = web::Data::new(WidgetAsset::default());
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
-        let cors = Cors::default()
-            .allow_any_origin()
-            .allowed_methods(["GET", "POST"])
-            .allowed_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                header::IF_NONE_MATCH,
-            ])
-            .expose_headers([header::ETAG, header::RETRY_AFTER])
-            .max_age(86_400);
         App::new()
             .app_data(data.clone())
             .app_data(widget.clone())
-            .wrap(cors)
+            .wrap(from_fn(crate::cors::cors))
             .wrap(from_fn(telemetry::observe))
             .configure(|cfg| routes::configure(cfg, max_request_bytes))
     })

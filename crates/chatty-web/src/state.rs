@@ -10,7 +10,7 @@ use crate::directory::Directory;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::token::TokenKey;
+use crate::token::GuestTokens;
 
 /// Shared application state.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub struct AppState {
     pub bus: Arc<dyn EventBus>,
     pub hub: Arc<Hub>,
     pub directory: Arc<Directory>,
-    pub tokens: TokenKey,
+    pub tokens: Arc<GuestTokens>,
     pub metrics: Metrics,
 }
 

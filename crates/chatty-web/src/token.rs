@@ -182,3 +182,93 @@ mod tests {
         assert!(b.verify(&a.sign(&claims(100)), 50).is_err());
     }
 }
+
+/// Most verified tokens remembered; the memory is cleared when full.
+const VERIFIED_CACHE_MAX: usize = 65_536;
+
+/// The node's guest tokens: signing, and verification with a cache of
+/// tokens already verified.
+///
+/// A widget presents the same token on every poll, every 2 seconds. Its
+/// signature does not change, so it is checked once (base64, HMAC, JSON)
+/// and later polls cost one hash-map lookup plus the expiry check. Only
+/// tokens whose signature was verified enter the cache, so it cannot be
+/// filled with forgeries; it is bounded and simply cleared when full.
+#[derive(Debug)]
+pub struct GuestTokens {
+    key: TokenKey,
+    verified: std::sync::Mutex<std::collections::HashMap<Box<str>, std::sync::Arc<GuestClaims>>>,
+}
+
+impl GuestTokens {
+    pub fn new(secret: &str) -> Self {
+        Self {
+            key: TokenKey::new(secret),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    pub fn sign(&self, claims: &GuestClaims) -> String {
+        self.key.sign(claims)
+    }
+
+    /// Verifies signature and expiry (`now` in Unix seconds).
+    pub fn verify(&self, token: &str, now: i64) -> Result<std::sync::Arc<GuestClaims>, TokenError> {
+        let cached = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(token).cloned());
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                let claims = std::sync::Arc::new(self.key.verify_signature(token)?);
+                if let Ok(mut cache) = self.verified.lock() {
+                    if cache.len() >= VERIFIED_CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(token.into(), std::sync::Arc::clone(&claims));
+                }
+                claims
+            }
+        };
+        if claims.expires_at <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies the signature only (see [`TokenKey::verify_signature`]).
+    pub fn verify_signature(&self, token: &str) -> Result<GuestClaims, TokenError> {
+        self.key.verify_signature(token)
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn cached_tokens_still_expire_and_forgeries_are_never_cached() {
+        let tokens = GuestTokens::new("0123456789abcdef0123456789abcdef");
+        let claims = GuestClaims {
+            site_id: 1,
+            room_id: 2,
+            guest_id: "g".into(),
+            nickname: "Ann".into(),
+            expires_at: 100,
+        };
+        let token = tokens.sign(&claims);
+        assert_eq!(
+            tokens.verify(&token, 50).map(|c| c.guest_id.clone()),
+            Ok("g".into())
+        );
+        // Second time from the cache: same answer, and expiry still applies.
+        assert!(tokens.verify(&token, 60).is_ok());
+        assert_eq!(tokens.verify(&token, 100), Err(TokenError::Expired));
+        let forged = format!("{token}x");
+        assert_eq!(tokens.verify(&forged, 50), Err(TokenError::Invalid));
+        assert_eq!(tokens.verify(&forged, 50), Err(TokenError::Invalid));
+        assert_eq!(tokens.verified.lock().map(|c| c.len()).unwrap_or(0), 1);
+    }
+}

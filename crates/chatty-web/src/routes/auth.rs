@@ -7,6 +7,7 @@ use chatty_protocol::ErrorCode;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::token::{GuestClaims, TokenError};
+use std::sync::Arc;
 
 /// The verified claims of the request's `Authorization: Bearer` token, which
 /// must belong to `room_id`.
@@ -14,7 +15,7 @@ pub fn authenticate(
     req: &HttpRequest,
     state: &AppState,
     room_id: i64,
-) -> Result<GuestClaims, ApiError> {
+) -> Result<Arc<GuestClaims>, ApiError> {
     let header = req
         .headers()
         .get(AUTHORIZATION)
@@ -33,7 +34,7 @@ pub fn authenticate(
     })?;
     let claims = state
         .tokens
-        .verify(token.trim(), chrono::Utc::now().timestamp())
+        .verify(token.trim(), unix_now())
         .map_err(|e| match e {
             TokenError::Invalid => ApiError::client(
                 ErrorCode::InvalidToken,
@@ -51,4 +52,11 @@ pub fn authenticate(
         ));
     }
     Ok(claims)
+}
+
+/// Seconds since the Unix epoch (cheaper than a calendar clock on every poll).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -30,48 +30,57 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
     .app_data(web::PathConfig::default().error_handler(path_error))
     .service(
         web::resource("/api/v1/join")
+            .name("/api/v1/join")
             .route(web::post().to(join::join))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/api/v1/rooms/{room_id}/events")
+            .name("/api/v1/rooms/{room_id}/events")
             .route(web::get().to(poll::poll))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/api/v1/rooms/{room_id}/messages")
+            .name("/api/v1/rooms/{room_id}/messages")
             .route(web::post().to(send::send))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/api/v1/rooms/{room_id}/leave")
+            .name("/api/v1/rooms/{room_id}/leave")
             .route(web::post().to(leave::leave))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/widget.js")
+            .name("/widget.js")
             .wrap(Compress::default())
             .route(web::get().to(assets::widget))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/")
+            .name("/")
             .wrap(Compress::default())
             .route(web::get().to(assets::demo_page))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/healthz")
+            .name("/healthz")
             .route(web::get().to(health::healthz))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/readyz")
+            .name("/readyz")
             .route(web::get().to(health::readyz))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/metrics")
+            .name("/metrics")
             .route(web::get().to(health::metrics))
             .default_service(web::to(method_not_allowed)),
     )

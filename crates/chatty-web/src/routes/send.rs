@@ -51,7 +51,7 @@ pub async fn send(
 
     let new = NewMessage {
         room_id,
-        guest_id: claims.guest_id,
+        guest_id: claims.guest_id.clone(),
         nickname,
         body: message_body,
         client_message_id,

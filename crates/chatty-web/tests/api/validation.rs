@@ -379,11 +379,13 @@ async fn a_foreign_origin_is_refused_and_an_allowed_one_accepted() {
 }
 
 #[tokio::test]
-async fn cors_preflight_allows_the_widget_headers() {
+async fn cors_lets_the_widget_call_from_any_origin_and_leaves_other_requests_alone() {
     let app = spawn_app().await;
-    let response = app
+    let ann = app.join("Ann").await;
+    let events = app.url(&format!("/api/v1/rooms/{}/events", ann.room.id));
+    let preflight = app
         .client
-        .request(reqwest::Method::OPTIONS, app.url("/api/v1/rooms/1/events"))
+        .request(reqwest::Method::OPTIONS, &events)
         .header("origin", "https://any.example")
         .header("access-control-request-method", "GET")
         .header(
@@ -393,15 +395,34 @@ async fn cors_preflight_allows_the_widget_headers() {
         .send()
         .await
         .expect("preflight");
-    assert!(response.status().is_success(), "{}", response.status());
-    let allowed = response
-        .headers()
-        .get("access-control-allow-headers")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let allowed = header(&preflight, "access-control-allow-headers");
     assert!(
         allowed.contains("authorization") && allowed.contains("if-none-match"),
         "{allowed}"
     );
+    assert_eq!(header(&preflight, "access-control-allow-origin"), "*");
+
+    let cross = app
+        .client
+        .get(&events)
+        .query(&[("cursor", ann.cursor.to_string())])
+        .bearer_auth(&ann.token)
+        .header("origin", "https://any.example")
+        .send()
+        .await
+        .expect("poll");
+    assert_eq!(header(&cross, "access-control-allow-origin"), "*");
+    assert!(header(&cross, "access-control-expose-headers").contains("etag"));
+
+    let same = app.poll(&ann, &ann.cursor.to_string(), None).await;
+    assert!(same.headers().get("access-control-allow-origin").is_none());
+    assert!(same.headers().get("vary").is_none());
 }
