@@ -23,9 +23,13 @@ use crate::state::AppState;
 pub fn init(settings: &LogSettings) -> Result<(), String> {
     let filter = EnvFilter::try_new(&settings.filter)
         .map_err(|e| format!("configuration error: key `log.filter`: {e}"))?;
+    // Colours only on a terminal: in files and journald they are noise, and
+    // formatting them is measurable on the per-request span.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(ansi);
     let _ = match settings.format {
         LogFormat::Json => builder
             .json()
