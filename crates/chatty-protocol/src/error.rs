@@ -60,6 +60,8 @@ pub enum ErrorCode {
     InvalidPage,
     /// The poll cursor is malformed.
     InvalidCursor,
+    /// Too many requests of this kind from this guest: wait `Retry-After` seconds.
+    RateLimited,
     /// A store (database) did not answer in time or is down; retry later.
     StoreUnavailable,
     /// The message bus (Redis) did not answer in time or is down; retry later.
@@ -91,6 +93,7 @@ impl ErrorCode {
             NotFound | UnknownSite | UnknownRoom => 404,
             MethodNotAllowed => 405,
             PayloadTooLarge => 413,
+            RateLimited => 429,
             UnsupportedMediaType => 415,
             InternalError => 500,
             StoreUnavailable | BusUnavailable => 503,
@@ -126,6 +129,7 @@ impl ErrorCode {
             InvalidClientMessageId => "invalid_client_message_id",
             InvalidPage => "invalid_page",
             InvalidCursor => "invalid_cursor",
+            RateLimited => "rate_limited",
             StoreUnavailable => "store_unavailable",
             BusUnavailable => "bus_unavailable",
             InternalError => "internal_error",
@@ -197,6 +201,7 @@ mod tests {
             InvalidClientMessageId,
             InvalidPage,
             InvalidCursor,
+            RateLimited,
             StoreUnavailable,
             BusUnavailable,
             InternalError,

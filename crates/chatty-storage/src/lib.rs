@@ -22,6 +22,7 @@ mod entity;
 pub mod error;
 pub mod migration;
 pub mod presence;
+pub mod rate;
 pub mod redis;
 pub mod sql;
 mod store;
@@ -32,6 +33,7 @@ pub use error::StoreError;
 pub use presence::{
     InMemoryPresence, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches,
 };
+pub use rate::{InMemoryRateLimiter, RateDecision, RateLimiter, RedisRateLimiter};
 pub use redis::{RedisBus, RedisClient, RedisOptions, RedisPresence, RedisStats};
 pub use sql::{QueryStats, SqlStore, SqlStoreOptions};
 pub use store::Store;

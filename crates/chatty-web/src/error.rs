@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The client's fault (or a condition it can act on): a 4xx.
     #[error("{code}: {message}")]
     Client { code: ErrorCode, message: String },
+    /// Too many requests: answered 429 with `Retry-After`.
+    #[error("rate limited for {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     /// A store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -38,6 +41,7 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::Client { code, .. } => *code,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::Store(StoreError::Unavailable(_)) => ErrorCode::StoreUnavailable,
             ApiError::Store(StoreError::BusUnavailable(_)) => ErrorCode::BusUnavailable,
             ApiError::Store(_) | ApiError::Internal(_) => ErrorCode::InternalError,
@@ -47,6 +51,9 @@ impl ApiError {
     fn public_message(&self) -> String {
         match self {
             ApiError::Client { message, .. } => message.clone(),
+            ApiError::RateLimited { retry_after } => {
+                format!("Too many messages; wait {} s before sending again.", retry_after_secs(*retry_after))
+            }
             ApiError::Store(StoreError::Unavailable(_)) => {
                 "The chat store did not answer in time. Retry shortly; a send retried with the same client_message_id is never stored twice."
                     .into()
@@ -60,6 +67,11 @@ impl ApiError {
             }
         }
     }
+}
+
+/// Whole seconds to wait, rounded up, at least 1.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
 /// The JSON error response for a code and message.
@@ -82,7 +94,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ApiError::Client { .. } => {}
+            ApiError::Client { .. } | ApiError::RateLimited { .. } => {}
             ApiError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable")
             }
@@ -91,6 +103,16 @@ impl ResponseError for ApiError {
             }
             other => tracing::error!(error = %other, "request failed"),
         }
-        error_response(self.code(), &self.public_message())
+        let mut response = error_response(self.code(), &self.public_message());
+        if let ApiError::RateLimited { retry_after } = self
+            && let Ok(value) = actix_web::http::header::HeaderValue::from_str(
+                &retry_after_secs(*retry_after).to_string(),
+            )
+        {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

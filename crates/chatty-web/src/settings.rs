@@ -150,6 +150,9 @@ pub struct ChatSettings {
     /// store (one batched call for all its rooms) and expires silent ones.
     /// Capped at a third of the presence timeout.
     pub presence_flush_ms: u64,
+    /// Messages a guest may send per minute in one room, counted across all
+    /// nodes; more are refused with 429 `rate_limited`. 0 turns it off.
+    pub sends_per_minute: u32,
     /// How often a node compares its rooms with the database's newest
     /// message (one query), to recover a message whose announcement was lost.
     pub reconcile_secs: u64,
@@ -167,6 +170,7 @@ impl Default for ChatSettings {
             max_events_per_poll: 200,
             room_idle_secs: 600,
             presence_flush_ms: 1000,
+            sends_per_minute: 30,
             reconcile_secs: 30,
         }
     }

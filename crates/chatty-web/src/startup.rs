@@ -12,9 +12,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use chatty_storage::bus::BusReceiver;
 use chatty_storage::{
-    BusEvent, EventBus, InMemoryPresence, InProcessBus, NewSite, PresenceStore, QueryStats,
-    RedisBus, RedisClient, RedisOptions, RedisPresence, RedisStats, SqlStore, SqlStoreOptions,
-    Store,
+    BusEvent, EventBus, InMemoryPresence, InMemoryRateLimiter, InProcessBus, NewSite,
+    PresenceStore, QueryStats, RateLimiter, RedisBus, RedisClient, RedisOptions, RedisPresence,
+    RedisRateLimiter, RedisStats, SqlStore, SqlStoreOptions, Store,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -28,10 +28,11 @@ use crate::state::AppState;
 use crate::telemetry;
 use crate::token::GuestTokens;
 
-/// The mode-specific parts: bus, presence store, Redis counters.
+/// The mode-specific parts: bus, presence store, rate limiter, Redis counters.
 type Backends = (
     Arc<dyn EventBus>,
     Arc<dyn PresenceStore>,
+    Arc<dyn RateLimiter>,
     Option<Arc<RedisStats>>,
 );
 
@@ -116,7 +117,7 @@ impl Application {
         // The two modes differ only in which bus and presence store they
         // plug in; everything above and below is the same code path.
         let mut tasks = Vec::new();
-        let (bus, presence, redis_stats): Backends = if settings.redis.shared_mode() {
+        let (bus, presence, rate, redis_stats): Backends = if settings.redis.shared_mode() {
             let redis = RedisClient::new(RedisOptions {
                 url: settings.redis.url.clone(),
                 key_prefix: settings.redis.key_prefix.clone(),
@@ -136,13 +137,19 @@ impl Application {
             let stats = redis.stats();
             (
                 Arc::new(bus),
-                Arc::new(RedisPresence::new(redis)),
+                Arc::new(RedisPresence::new(redis.clone())),
+                Arc::new(RedisRateLimiter::new(redis)),
                 Some(stats),
             )
         } else {
             let bus = InProcessBus::new(4096);
             let presence = InMemoryPresence::new(bus.clone());
-            (Arc::new(bus), Arc::new(presence), None)
+            (
+                Arc::new(bus),
+                Arc::new(presence),
+                Arc::new(InMemoryRateLimiter::default()),
+                None,
+            )
         };
         let chat = &settings.chat;
         let hub = Hub::new(
@@ -171,6 +178,7 @@ impl Application {
             settings: Arc::new(settings),
             store,
             bus: Arc::clone(&bus),
+            rate,
             hub: Arc::clone(&hub),
         };
 

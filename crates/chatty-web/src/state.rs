@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatty_storage::{EventBus, Store};
+use chatty_storage::{EventBus, RateLimiter, Store};
 
 use crate::directory::Directory;
 use crate::hub::Hub;
@@ -18,6 +18,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
+    /// Rate-limit counters (in memory, or shared through Redis).
+    pub rate: Arc<dyn RateLimiter>,
     pub hub: Arc<Hub>,
     pub directory: Arc<Directory>,
     pub tokens: Arc<GuestTokens>,

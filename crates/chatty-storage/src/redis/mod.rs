@@ -118,7 +118,7 @@ impl RedisClient {
     }
 
     /// Runs one round trip (a command, a pipeline or a script) within the timeout.
-    async fn call<T, F>(&self, op: F) -> Result<T, StoreError>
+    pub(crate) async fn call<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         F: AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
     {

@@ -4,13 +4,13 @@
 //! the hand-over to the hub and the bus run in their own task, so a client
 //! that hangs up mid-request cannot leave a committed message unannounced.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chatty_protocol::ErrorCode;
 use chatty_protocol::api::{SendRequest, SendResponse};
 use chatty_protocol::validate::{ClientMessageId, MessageBody, Nickname};
-use chatty_storage::{NewMessage, StoreError};
+use chatty_storage::{NewMessage, RateDecision, StoreError};
 
 use super::auth::authenticate;
 use super::json_object::JsonObject;
@@ -43,6 +43,15 @@ pub async fn send(
         return Err(
             StoreError::BusUnavailable("this node's bus subscription is down".into()).into(),
         );
+    }
+    let limit = state.settings.chat.sends_per_minute;
+    if limit > 0 {
+        let key = format!("send:{room_id}:{}", claims.guest_id);
+        if let RateDecision::Limited { retry_after } =
+            state.rate.hit(&key, limit, Duration::from_secs(60)).await?
+        {
+            return Err(ApiError::RateLimited { retry_after });
+        }
     }
     let room = state.hub.room(room_id).await?;
     state

@@ -363,3 +363,46 @@ async fn sends_of_many_guests_get_contiguous_sequence_numbers() {
         .expect("poll");
     assert_eq!(message_seqs(&poll), (1..=40).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn sending_faster_than_the_limit_gets_429_with_retry_after_and_others_are_unaffected() {
+    let app = spawn_app_with(|s| s.chat.sends_per_minute = 3).await;
+    let ann = app.join("Ann").await;
+    let bob = app.join("Bob").await;
+    for i in 0..3 {
+        assert_eq!(
+            app.send(&ann, &format!("a-{i}"), "hi").await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let refused = app.send(&ann, "a-3", "one too many").await;
+    let retry_after: u64 = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_error(refused, 429, ErrorCode::RateLimited).await;
+    assert_eq!(
+        app.send(&bob, "b-0", "me too").await.status(),
+        StatusCode::CREATED,
+        "limits are per guest"
+    );
+    // Nothing refused was stored.
+    let poll: PollResponse = app
+        .poll(
+            &bob,
+            &RoomCursor {
+                seq: 0,
+                ..bob.cursor
+            }
+            .to_string(),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .expect("poll");
+    assert_eq!(message_seqs(&poll), vec![1, 2, 3, 4]);
+}

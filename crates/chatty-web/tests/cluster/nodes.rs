@@ -307,3 +307,30 @@ async fn a_message_committed_but_never_announced_is_recovered_by_reconciliation(
     poll_until(&node, &ann, &mut cursor, &mut checker, 1, 60).await;
     checker.assert_exactly(1);
 }
+
+#[tokio::test]
+async fn the_send_limit_holds_across_nodes() {
+    let deployment = crate::helpers::Deployment::new(true).await;
+    let limited = |s: &mut chatty_web::Settings| {
+        cluster_settings(s);
+        s.chat.sends_per_minute = 4;
+    };
+    let one = spawn_node(Arc::clone(&deployment), limited).await;
+    let two = spawn_node(Arc::clone(&deployment), limited).await;
+    let ann = one.join("Ann").await;
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &one } else { &two };
+        assert_eq!(
+            node.send(&ann, &format!("m-{i}"), "x").await.status(),
+            StatusCode::CREATED
+        );
+    }
+    for node in [&one, &two] {
+        crate::helpers::assert_error(
+            node.send(&ann, "m-extra", "x").await,
+            429,
+            chatty_protocol::ErrorCode::RateLimited,
+        )
+        .await;
+    }
+}
