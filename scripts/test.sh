@@ -17,7 +17,13 @@ cd "$(dirname "$0")/.."
 
 # Every cargo test run is also logged here, to print one total at the end.
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+# The total is printed on every exit, so a failing run reports its failures.
+summary() {
+  awk '/^test result:/ { passed += $4; failed += $6 } /^test .* FAILED$/ { failing += 1 }
+       END { printf "tests: %d passed, %d failed\n", passed, failed + (failed == 0 && failing > 0 ? failing : 0) }' "$results"
+  rm -f "$results"
+}
+trap summary EXIT
 counted() { "$@" 2>&1 | tee -a "$results"; }
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -149,4 +155,3 @@ CHATTY_TEST_MODE=shared counted cargo test -p chatty-web --test api
 drop_leftover_test_databases
 drop_leftover_test_keys
 say "all tests passed"
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"

@@ -363,6 +363,12 @@ impl RoomInner {
         if cursor.epoch == self.epoch && cursor.presence == self.presence_version {
             return Vec::new();
         }
+        if self.presence_stale && self.epoch == 0 {
+            // Never loaded yet (the room is being loaded right now): say
+            // nothing rather than "nobody is here"; the next poll carries
+            // the member list.
+            return Vec::new();
+        }
         let log_start = self
             .presence_log
             .front()
@@ -512,7 +518,7 @@ impl Hub {
         // before the room was in the map, and so dropped: read once more now
         // that the room receives events. Presence is read only now, for the
         // same reason; changes arriving meanwhile wait in `presence_pending`.
-        self.catch_up(&room).await?;
+        let caught_up = self.catch_up(&room).await;
         match self.presence.snapshot(room_id).await {
             Ok(snapshot) => lock(&room).apply_snapshot(snapshot, self.settings.presence_log_events),
             Err(error) => {
@@ -520,6 +526,7 @@ impl Hub {
             }
         }
         self.schedule_presence_resync_if_needed(&room);
+        caught_up?;
         Ok(room)
     }
 

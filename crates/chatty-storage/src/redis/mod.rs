@@ -28,7 +28,7 @@ pub use presence::RedisPresence;
 use crate::error::StoreError;
 
 /// How to reach Redis.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `redis://host:port/db`
     pub url: String,
@@ -41,6 +41,22 @@ pub struct RedisOptions {
     pub history_messages: usize,
     /// Lifetime of per-room keys after their last write.
     pub key_ttl: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: show the host part only.
+        let host = self
+            .url
+            .rsplit_once('@')
+            .map_or(self.url.as_str(), |(_, host)| host);
+        f.debug_struct("RedisOptions")
+            .field("host", &host)
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters of the calls (round trips) made to Redis.
