@@ -15,11 +15,20 @@
 //! answered the polls (304 from memory, the in-memory window, the store).
 //! Traffic goes only to the URLs given (loopback in our benchmarks) and the
 //! run is bounded by `--duration-secs`.
+//!
+//! `chatty-bench bare-304 --port PORT` is the reference for the 304 poll
+//! benchmark (`benches/wrk/compare-304.sh`): a bare actix-web server, one
+//! worker on 127.0.0.1, with Chatty's poll route and path extractor and
+//! nothing else (no middleware, no logging, no state), answering every
+//! `GET /api/v1/rooms/{room_id}/events` with a constant `304` and `ETag`.
+//! It runs until killed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::{ETAG, HeaderValue};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::{Context, Result, bail};
 use chatty_protocol::api::{JoinResponse, PollResponse, SendResponse};
 use chatty_protocol::{Event, RoomCursor};
@@ -37,6 +46,16 @@ struct Cli {
 enum Command {
     /// Sends through several nodes; measures committed sends/s, cross-node delivery latency and the poll mix.
     Cluster(ClusterArgs),
+    /// Bare actix-web server (1 worker, 127.0.0.1) answering Chatty's poll route with a constant 304; runs until killed.
+    #[command(name = "bare-304")]
+    Bare304(Bare304Args),
+}
+
+#[derive(Debug, clap::Args)]
+struct Bare304Args {
+    /// Port to listen on (127.0.0.1 only).
+    #[arg(long)]
+    port: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,7 +91,40 @@ struct ClusterArgs {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Cluster(args) => cluster(args).await,
+        Command::Bare304(args) => bare_304(args).await,
     }
+}
+
+/// The constant validator of the bare server (the shape of a Chatty cursor).
+const BARE_ETAG: HeaderValue = HeaderValue::from_static("\"0.00000000.0\"");
+
+/// The bare server's only handler: the same path extractor as Chatty's poll,
+/// then a constant `304 Not Modified` with an `ETag`.
+async fn bare_poll(room_id: web::Path<i64>) -> HttpResponse {
+    let _room_id = room_id.into_inner();
+    HttpResponse::NotModified()
+        .insert_header((ETAG, BARE_ETAG))
+        .finish()
+}
+
+/// A bare actix-web server with one worker and Chatty's poll route (a named
+/// resource, `GET` only, `web::Path<i64>`): the framework's ceiling for the
+/// 304 poll on this machine. No signal handling of its own, so `SIGTERM`
+/// ends it at once.
+async fn bare_304(args: Bare304Args) -> Result<()> {
+    let server = HttpServer::new(|| {
+        App::new().service(
+            web::resource("/api/v1/rooms/{room_id}/events")
+                .name("/api/v1/rooms/{room_id}/events")
+                .route(web::get().to(bare_poll)),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(("127.0.0.1", args.port))
+    .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    eprintln!("bare-304: listening on 127.0.0.1:{} (1 worker)", args.port);
+    server.run().await.context("bare-304 server failed")
 }
 
 /// When each message was sent (start of the request) and from which node.

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Unchanged poll (304) on one Chatty node with one worker, against nginx
 # answering 304 for a static file with one worker, on the same machine in
-# the same run. See docs/benchmarks.md for what is measured and the results.
+# the same run; and, as a third server, a bare actix-web handler on Chatty's
+# poll route (`chatty-bench bare-304`: same route and path extractor, a
+# constant 304, no middleware), the framework's ceiling for this request.
+# See docs/benchmarks.md for what is measured and the results.
 #
 #   benches/wrk/compare-304.sh
 #
 # Knobs (environment):
-#   ROUNDS=5        wrk runs per server, alternating nginx, chatty, nginx, ...
+#   ROUNDS=5        wrk runs per server, alternating nginx, bare, chatty,
+#                   nginx, bare, chatty, ...
 #   DURATION=10s    length of each wrk run
 #   CONNECTIONS=64  wrk connections (one wrk thread: -t1)
-#   SKIP_BUILD=1    do not run `cargo build --release -p chatty-web`
+#   SKIP_BUILD=1    do not run
+#                   `cargo build --release -p chatty-web -p chatty-bench`
 #   PERF_DATA=FILE  after the measured rounds, one extra (uncounted) chatty
 #                   run with `perf record --call-graph dwarf` attached for
 #                   5 s, saved to FILE
@@ -24,8 +29,10 @@
 # (e.g. CHATTY__CHAT__RECONCILE_SECS=3600 to silence the 30 s reconcile query).
 #
 # Each server is pinned to CPU 0 and wrk to CPU 1 (when taskset exists), so
-# each server has one core and the load generator the other. Traffic goes to
-# 127.0.0.1 only. Everything started here is stopped on exit.
+# each server has one core and the load generator the other. The three
+# servers run side by side for the whole script, idle while another is
+# measured. Traffic goes to 127.0.0.1 only. Everything started here is
+# stopped on exit.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -33,12 +40,14 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 CHATTY_PORT=18080
 NGINX_PORT=18081 # fixed in nginx-static-304.conf
+BARE_PORT=18082
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LUA="$HERE/poll-304.lua"
 NGINX_CONF="$HERE/nginx-static-304.conf"
 CHATTY_BIN="$ROOT/target/release/chatty"
+BENCH_BIN="$ROOT/target/release/chatty-bench"
 
 die() {
     echo "compare-304: $*" >&2
@@ -56,21 +65,23 @@ else
     SERVER_CPU=()
     CLIENT_CPU=()
 fi
-for port in "$CHATTY_PORT" "$NGINX_PORT"; do
+for port in "$CHATTY_PORT" "$NGINX_PORT" "$BARE_PORT"; do
     if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
         die "something already listens on 127.0.0.1:$port"
     fi
 done
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    (cd "$ROOT" && cargo build --release -p chatty-web)
+    (cd "$ROOT" && cargo build --release -p chatty-web -p chatty-bench)
 fi
 [[ -x "$CHATTY_BIN" ]] || die "$CHATTY_BIN not built"
+[[ -x "$BENCH_BIN" ]] || die "$BENCH_BIN not built"
 
 WORK=$(mktemp -d /tmp/chatty-bench.XXXXXX)
 chmod 755 "$WORK" # nginx's worker runs as an unprivileged user
 CHATTY_PID=""
 NGINX_PID=""
+BARE_PID=""
 KEEPALIVE_PID=""
 
 stop() {
@@ -92,6 +103,7 @@ cleanup() {
     stop "$KEEPALIVE_PID"
     stop "$CHATTY_PID"
     stop "$NGINX_PID"
+    stop "$BARE_PID"
     if [[ "${KEEP_WORK:-0}" == 1 || $status -ne 0 ]]; then
         echo "compare-304: logs and wrk outputs kept in $WORK" >&2
     else
@@ -110,7 +122,7 @@ wait_for() { # URL
     return 1
 }
 
-# --- start both servers, one worker each, on CPU 0 --------------------------
+# --- start the three servers, one worker each, on CPU 0 --------------------
 
 mkdir -p "$WORK/nginx/html" "$WORK/nginx/logs" "$WORK/nginx/tmp"
 # A 200-byte JSON file, about the size of a small poll answer.
@@ -139,8 +151,14 @@ SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 ) >"$WORK/chatty.log" 2>&1 &
 CHATTY_PID=$!
 
+# The bare actix-web reference: one worker, Chatty's poll route and path
+# extractor, a constant 304; no middleware, no logging. SIGTERM ends it.
+"${SERVER_CPU[@]}" "$BENCH_BIN" bare-304 --port "$BARE_PORT" >"$WORK/bare.log" 2>&1 &
+BARE_PID=$!
+
 wait_for "http://127.0.0.1:$NGINX_PORT/poll.json" || die "nginx did not start (see $WORK/nginx/logs)"
 wait_for "http://127.0.0.1:$CHATTY_PORT/healthz" || die "chatty did not start (see $WORK/chatty.log)"
+wait_for "http://127.0.0.1:$BARE_PORT/api/v1/rooms/1/events" || die "bare-304 did not start (see $WORK/bare.log)"
 
 # --- nginx: the file's ETag, and a checked 304 ------------------------------
 
@@ -174,10 +192,17 @@ chatty_poll_code() {
 code=$(chatty_poll_code)
 [[ "$code" == 304 ]] || die "chatty answered $code, not 304, to the unchanged poll"
 
+# --- bare actix: the very request wrk sends to chatty, a checked 304 --------
+
+BARE_URL="http://127.0.0.1:$BARE_PORT/api/v1/rooms/$ROOM/events?cursor=$CURSOR"
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+    -H "Authorization: Bearer $TOKEN" -H "If-None-Match: \"$CURSOR\"" "$BARE_URL")
+[[ "$code" == 304 ]] || die "bare-304 answered $code, not 304 (see $WORK/bare.log)"
+
 # Presence expires after 3 poll intervals without a poll, which would change
-# the room's version and turn the 304s into 200s. While nginx is measured the
-# guest must keep polling: one poll a second, from the client's CPU. Bounded
-# to 15 minutes in any case.
+# the room's version and turn the 304s into 200s. While nginx and the bare
+# server are measured the guest must keep polling: one poll a second, from
+# the client's CPU. Bounded to 15 minutes in any case.
 (
     for _ in $(seq 900); do
         chatty_poll_code >/dev/null || true
@@ -196,7 +221,7 @@ echo "kernel:  $(uname -srm)"
 echo "nginx:   $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 echo "wrk:     $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
 echo "chatty:  $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ' (with uncommitted changes to crates/ or Cargo.*)')"
-echo "load:    wrk -t1 -c$CONNECTIONS -d$DURATION --latency, $ROUNDS rounds per server, alternating"
+echo "load:    wrk -t1 -c$CONNECTIONS -d$DURATION --latency, $ROUNDS rounds per server, alternating nginx, bare, chatty"
 echo "pinning: servers ${SERVER_CPU[*]:-unpinned}, wrk ${CLIENT_CPU[*]:-unpinned}"
 echo
 
@@ -212,7 +237,7 @@ cpu_ticks() { # PID → utime + stime of all its threads, in clock ticks
 all_busy_ticks() { # non-idle ticks of all CPUs since boot
     awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat
 }
-busy_pct() { # share of all CPUs not idle over 1 s (both servers are idle then)
+busy_pct() { # share of all CPUs not idle over 1 s (all servers are idle then)
     local a b
     a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
     sleep 1
@@ -249,13 +274,21 @@ run_wrk() { # SIDE ROUND COUNT_STATUS DURATION
     local side=$1 round=$2 count=$3 duration=$4 out="$WORK/wrk-$1-$2.txt"
     local pid port busy t0 t1 c0 c1 a0 a1 m0=(0 0 0) m1=(0 0 0) result cpu other
     local env=(POLL304_COUNT_STATUS="$count")
-    if [[ "$side" == nginx ]]; then
+    case "$side" in
+    nginx)
         pid=$NGINX_WORKER port=$NGINX_PORT
         env+=(STATIC_PATH="$STATIC_PATH" STATIC_ETAG="$STATIC_ETAG")
-    else
+        ;;
+    bare) # the same request bytes as chatty's (token, cursor, If-None-Match)
+        pid=$BARE_PID port=$BARE_PORT
+        env+=(CHATTY_TOKEN="$TOKEN" CHATTY_ROOM="$ROOM" CHATTY_CURSOR="$CURSOR")
+        ;;
+    chatty)
         pid=$CHATTY_PID port=$CHATTY_PORT
         env+=(CHATTY_TOKEN="$TOKEN" CHATTY_ROOM="$ROOM" CHATTY_CURSOR="$CURSOR")
-    fi
+        ;;
+    *) die "unknown side $side" ;;
+    esac
     busy=$(wait_quiet)
     [[ "$side" == chatty ]] && read -r -a m0 <<<"$(scrape)"
     c0=$(cpu_ticks "$pid")
@@ -316,11 +349,13 @@ measure() { # SIDE ROUND COUNT_STATUS DURATION
 
 echo "== checked runs: wrk counts every status (slower client; not in the figures)"
 measure nginx check 1 3s
+measure bare check 1 3s
 measure chatty check 1 3s
 echo
 echo "== measured runs"
 for round in $(seq "$ROUNDS"); do
     measure nginx "$round" 0 "$DURATION"
+    measure bare "$round" 0 "$DURATION"
     measure chatty "$round" 0 "$DURATION"
 done
 
@@ -384,25 +419,37 @@ if [[ -s "$WORK/discarded.txt" ]]; then
 fi
 
 NGINX_MED=$(field nginx rps | median)
+BARE_MED=$(field bare rps | median)
 CHATTY_MED=$(field chatty rps | median)
-RATIO=$(awk -v c="$CHATTY_MED" -v n="$NGINX_MED" 'BEGIN {printf "%.3f", c / n}')
-CHECK_NON304=$(field nginx non304 check; field chatty non304 check)
-CHECK_NON304=$(total <<<"$CHECK_NON304")
-GE400=$({ field nginx status_ge400 all; field chatty status_ge400 all; field nginx socket_errors all; field chatty socket_errors all; } | total)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}'; }
+RATIO=$(ratio "$CHATTY_MED" "$NGINX_MED")
+RATIO_BARE=$(ratio "$CHATTY_MED" "$BARE_MED")
+RATIO_BARE_NGINX=$(ratio "$BARE_MED" "$NGINX_MED")
+CHECK_NON304=$(for side in nginx bare chatty; do field "$side" non304 check; done | total)
+GE400=$(for side in nginx bare chatty; do
+    field "$side" status_ge400 all
+    field "$side" socket_errors all
+done | total)
 DB_DELTA=$(field chatty db_queries all | total)
 POLLS_DELTA=$(field chatty polls_304 all | total)
 NOT_304=$(field chatty poll_answers_not_304 all | total)
 CHATTY_REQS=$(field chatty requests all | total)
 
 echo
-printf 'median req/s:  nginx %.0f   chatty %.0f\n' "$NGINX_MED" "$CHATTY_MED"
-printf 'median p99:    nginx %s ms   chatty %s ms\n' "$(field nginx p99_ms | median)" "$(field chatty p99_ms | median)"
+printf 'median req/s:  nginx %.0f   bare actix %.0f   chatty %.0f\n' "$NGINX_MED" "$BARE_MED" "$CHATTY_MED"
+printf 'median p99:    nginx %s ms   bare actix %s ms   chatty %s ms\n' \
+    "$(field nginx p99_ms | median)" "$(field bare p99_ms | median)" "$(field chatty p99_ms | median)"
+printf 'median server CPU: nginx %s %%   bare actix %s %%   chatty %s %%\n' \
+    "$(field nginx server_cpu_pct | median)" "$(field bare server_cpu_pct | median)" "$(field chatty server_cpu_pct | median)"
 SUSPECT=$(grep -c ' suspect=1' "$WORK/results.txt" || true)
-echo "ratio (chatty ÷ nginx, medians of the measured runs): $RATIO   (target ≥ 1.0)"
+echo "ratios of the medians of the measured runs:"
+echo "  chatty ÷ nginx:      $RATIO   (the issue's figure; target ≥ 1.0)"
+echo "  chatty ÷ bare actix: $RATIO_BARE   (share of the framework's ceiling the real poll path keeps)"
+echo "  bare actix ÷ nginx:  $RATIO_BARE_NGINX   (the field notes said about 1.4)"
 ((SUSPECT == 0)) || echo "  ($SUSPECT suspect run(s) left out of the medians)"
 echo
 echo "checks:"
-echo "  checked runs, responses other than 304 (counted by wrk): $CHECK_NON304"
+echo "  checked runs (all three servers), responses other than 304 (counted by wrk): $CHECK_NON304"
 echo "  all runs (discarded ones included), statuses ≥ 400 and socket errors (wrk): $GE400"
 echo "  chatty, poll answers other than 304 during its runs (its http_requests_total): $NOT_304"
 echo "  chatty, SQL statements during its runs (chatty_db_queries_total delta): $DB_DELTA"

@@ -1,7 +1,8 @@
 -- wrk script for benches/wrk/compare-304.sh: a conditional GET that must be
 -- answered `304 Not Modified`, and a count of every answer that was not.
 --
--- Chatty's unchanged poll (the default):
+-- Chatty's unchanged poll (the default; also sent, byte for byte, to the bare
+-- actix-web reference `chatty-bench bare-304`, which ignores token and cursor):
 --   CHATTY_TOKEN   guest token from POST /api/v1/join
 --   CHATTY_ROOM    room id
 --   CHATTY_CURSOR  room cursor, as in the first poll's ETag (without quotes)
