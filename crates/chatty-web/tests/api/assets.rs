@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 
 use chatty_protocol::ErrorCode;
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, spawn_node};
+use crate::helpers::{assert_error, header, spawn_app, spawn_app_with, spawn_node};
 
 #[tokio::test]
 async fn widget_js_is_served_with_an_etag_and_revalidates_to_304() {
@@ -16,12 +16,7 @@ async fn widget_js_is_served_with_an_etag_and_revalidates_to_304() {
         .await
         .expect("get");
     assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = header(&response, "content-type");
     assert!(
         content_type.starts_with("text/javascript"),
         "{content_type}"
@@ -71,12 +66,7 @@ async fn the_demo_page_embeds_the_widget_under_a_strict_csp() {
     let app = spawn_app().await;
     let response = app.client.get(app.url("/")).send().await.expect("get");
     assert_eq!(response.status(), StatusCode::OK);
-    let csp = response
-        .headers()
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let csp = header(&response, "content-security-policy");
     assert!(
         csp.contains("script-src 'self'") && !csp.contains("unsafe-eval"),
         "{csp}"

@@ -206,15 +206,20 @@ impl TestApp {
     }
 }
 
+/// A response header as text (empty when absent or not text).
+pub fn header(response: &Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Asserts a JSON error response with the given status and code.
 pub async fn assert_error(response: Response, status: u16, code: ErrorCode) {
     let actual_status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = header(&response, "content-type");
     let text = response.text().await.expect("body");
     assert_eq!(actual_status, status, "status for {code}: body {text}");
     assert!(

@@ -396,13 +396,8 @@ async fn cors_lets_the_widget_call_from_any_origin_and_leaves_other_requests_alo
         .await
         .expect("preflight");
     assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
-    let header = |r: &reqwest::Response, name: &str| {
-        r.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-    };
+    let header =
+        |r: &reqwest::Response, name: &str| crate::helpers::header(r, name).to_ascii_lowercase();
     let allowed = header(&preflight, "access-control-allow-headers");
     assert!(
         allowed.contains("authorization") && allowed.contains("if-none-match"),
