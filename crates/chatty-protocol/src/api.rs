@@ -62,10 +62,14 @@ pub struct JoinResponse {
     pub max_body_chars: usize,
 }
 
-/// `GET /api/v1/rooms/{room_id}/events?cursor=…`: the query string.
+/// `GET /api/v1/rooms/{room_id}/events?cursor=…[&wait=SECONDS]`: the query
+/// string. With `wait`, a poll with nothing new is held (a long-poll) until
+/// an event arrives or `wait` seconds pass (capped by the server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollQuery {
     pub cursor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
 }
 
 /// Answer to a poll with news.

@@ -66,6 +66,16 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The message bus (Redis) did not answer in time or is down; retry later.
     BusUnavailable,
+    /// A WebSocket endpoint was asked without a valid WebSocket handshake
+    /// (`Upgrade: websocket`, version 13, a key).
+    NotWebsocket,
+    /// This node holds as many push connections as it is configured to:
+    /// connect to another node, or retry after `Retry-After`.
+    NodeFull,
+    /// This address holds as many push connections as one address may.
+    TooManyConnections,
+    /// The node is shutting down: connect to another node.
+    Draining,
     /// Something failed inside the server. The cause is logged, never sent.
     InternalError,
 }
@@ -87,16 +97,17 @@ impl ErrorCode {
             | BodyInvalid
             | InvalidClientMessageId
             | InvalidPage
-            | InvalidCursor => 400,
+            | InvalidCursor
+            | NotWebsocket => 400,
             MissingToken | InvalidToken | TokenExpired => 401,
             WrongRoom | OriginNotAllowed | SiteDisabled => 403,
             NotFound | UnknownSite | UnknownRoom => 404,
             MethodNotAllowed => 405,
             PayloadTooLarge => 413,
-            RateLimited => 429,
+            RateLimited | TooManyConnections => 429,
             UnsupportedMediaType => 415,
             InternalError => 500,
-            StoreUnavailable | BusUnavailable => 503,
+            StoreUnavailable | BusUnavailable | NodeFull | Draining => 503,
         }
     }
 
@@ -132,6 +143,10 @@ impl ErrorCode {
             RateLimited => "rate_limited",
             StoreUnavailable => "store_unavailable",
             BusUnavailable => "bus_unavailable",
+            NotWebsocket => "not_websocket",
+            NodeFull => "node_full",
+            TooManyConnections => "too_many_connections",
+            Draining => "draining",
             InternalError => "internal_error",
         }
     }
@@ -204,6 +219,10 @@ mod tests {
             RateLimited,
             StoreUnavailable,
             BusUnavailable,
+            NotWebsocket,
+            NodeFull,
+            TooManyConnections,
+            Draining,
             InternalError,
         ] {
             let json = serde_json::to_string(&code).expect("serialises");

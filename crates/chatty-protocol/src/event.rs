@@ -47,6 +47,10 @@ pub enum ResetReason {
     /// The client's cursor is ahead of the room (the room was reset or the
     /// cursor came from elsewhere): the client must join again.
     CursorAhead,
+    /// The client is further behind than the server keeps events for
+    /// resuming (`chat.resume_max_messages`): the missed events cannot be
+    /// replayed, so it must join again and start from a fresh sync.
+    ResumeFailed,
 }
 
 /// One event in a room's stream.

@@ -420,6 +420,16 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn site_by_id(&self, id: i64) -> Result<Option<Site>, StoreError> {
+        self.bounded(async {
+            Ok(site::Entity::find_by_id(id)
+                .one(&self.db)
+                .await?
+                .map(site_from))
+        })
+        .await
+    }
+
     async fn room_for(&self, site_id: i64, page: Option<&PagePath>) -> Result<Room, StoreError> {
         let scope = room_scope_key(page);
         self.bounded(async {

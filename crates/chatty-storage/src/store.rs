@@ -21,6 +21,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn upsert_site(&self, site: NewSite, disabled: bool) -> Result<Site, StoreError>;
     /// The site with this public key, if any.
     async fn site_by_key(&self, key: &str) -> Result<Option<Site>, StoreError>;
+    /// The site with this id, if any.
+    async fn site_by_id(&self, id: i64) -> Result<Option<Site>, StoreError>;
     /// The room for a site and page (`None`: the site's room), created on first use.
     async fn room_for(&self, site_id: i64, page: Option<&PagePath>) -> Result<Room, StoreError>;
     /// A room by id.

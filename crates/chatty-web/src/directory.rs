@@ -54,6 +54,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 pub struct Directory {
     store: Arc<dyn Store>,
     sites: TtlCache<String, Site>,
+    sites_by_id: TtlCache<i64, Site>,
     rooms: TtlCache<(i64, Option<String>), Room>,
 }
 
@@ -62,6 +63,7 @@ impl Directory {
         Self {
             store,
             sites: TtlCache::new(),
+            sites_by_id: TtlCache::new(),
             rooms: TtlCache::new(),
         }
     }
@@ -75,6 +77,28 @@ impl Directory {
                     ApiError::client(ErrorCode::UnknownSite, "No site has this key.")
                 })?;
                 self.sites.put(key.as_str().to_owned(), site.clone());
+                site
+            }
+        };
+        if site.disabled {
+            return Err(ApiError::client(
+                ErrorCode::SiteDisabled,
+                "Chat is disabled on this site.",
+            ));
+        }
+        Ok(site)
+    }
+
+    /// The enabled site with this id (a guest token's site), cached like
+    /// [`Directory::site`].
+    pub async fn site_by_id(&self, id: i64) -> Result<Site, ApiError> {
+        let site = match self.sites_by_id.get(&id) {
+            Some(site) => site,
+            None => {
+                let site = self.store.site_by_id(id).await?.ok_or_else(|| {
+                    ApiError::client(ErrorCode::UnknownSite, "No site has this id.")
+                })?;
+                self.sites_by_id.put(id, site.clone());
                 site
             }
         };

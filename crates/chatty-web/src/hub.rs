@@ -29,14 +29,29 @@
 //! or by a snapshot (presence). A committed seq `n` implies every seq below
 //! `n` is committed (see `chatty_storage::sql`), so a fill always succeeds.
 //!
+//! ## Push
+//!
+//! WebSocket and SSE connections are [`Subscription`]s of a room: every
+//! change the room applies is serialised once into a [`LiveFrame`] and
+//! queued for each subscriber under the room lock (see [`crate::fanout`]
+//! for ordering and backpressure). Long-polls wait on the room's
+//! [`Notify`], which every change wakes. A subscriber resuming from a
+//! cursor gets its catch-up from the window, else the bus history (Redis),
+//! else the store, and is registered under the same lock that computed the
+//! end of its catch-up, so the live frames continue exactly where the
+//! catch-up stopped.
+//!
 //! ## Locks
 //!
 //! The room map is a `std::sync::RwLock`, each room a `std::sync::Mutex`;
 //! both are held only for short synchronous sections, never across `.await`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
 
 use chatty_protocol::event::{Event, LeaveReason, Member, MessageView, ResetReason};
 use chatty_protocol::{ErrorCode, RoomCursor};
@@ -48,6 +63,8 @@ use chatty_storage::{
 use actix_web::http::header::HeaderValue;
 
 use crate::error::ApiError;
+use crate::fanout::{FanoutStats, LiveFrame, SubscriberQueue, Subscribers, batch_json};
+use crate::token::GuestClaims;
 
 /// Hub tuning, from `[chat]` settings.
 #[derive(Debug, Clone)]
@@ -59,6 +76,9 @@ pub struct HubSettings {
     pub max_events_per_poll: usize,
     pub room_idle: Duration,
     pub gap_fill_delay: Duration,
+    /// A client further behind than this many messages cannot resume: it
+    /// gets a `reset` (`resume_failed`) and joins afresh.
+    pub resume_max_messages: u64,
 }
 
 /// A message in the window, with its event JSON serialised once.
@@ -96,6 +116,13 @@ struct RoomInner {
     /// changes, so an unchanged poll neither formats nor allocates it.
     etag: HeaderValue,
     etag_cursor: RoomCursor,
+    /// Push connections of this room on this node.
+    subscribers: Subscribers,
+    /// When the connected guests were last handed to the presence store.
+    subscribers_refreshed: Instant,
+    /// Woken on every change (long-polls wait on it).
+    changed: Arc<Notify>,
+    stats: Arc<FanoutStats>,
 }
 
 /// One room's state on this node.
@@ -103,6 +130,17 @@ struct RoomInner {
 pub struct RoomState {
     pub id: i64,
     inner: Mutex<RoomInner>,
+    /// Notified on every change of the room's version; long-polls wait here
+    /// without holding the lock.
+    changed: Arc<Notify>,
+}
+
+impl RoomState {
+    /// Resolves at the room's next change. Create it (and `enable()` it)
+    /// *before* looking at the room, so a change in between is not missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
 }
 
 /// Which path answered a poll (for metrics and tests).
@@ -140,7 +178,30 @@ pub enum PollAnswer {
         body: String,
         cursor: RoomCursor,
         path: PollPath,
+        /// Does the body carry any event? (A long-poll keeps waiting if not.)
+        has_events: bool,
     },
+}
+
+/// A push connection's place in a room: the catch-up to send first, then
+/// the live frames. Dropping it unregisters the connection.
+#[derive(Debug)]
+pub struct Subscription {
+    room: Arc<RoomState>,
+    id: u64,
+    /// Frames to send before the live ones, in order.
+    pub catch_up: VecDeque<Arc<LiveFrame>>,
+    /// The live frames; `None` when the catch-up ends in a `reset` (the
+    /// client must join again, so the connection ends after it).
+    pub queue: Option<SubscriberQueue>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.queue.is_some() {
+            lock(&self.room).subscribers.remove(self.id);
+        }
+    }
 }
 
 /// What a join sees.
@@ -149,6 +210,10 @@ pub struct JoinSnapshot {
     pub members: Vec<Member>,
     pub messages: Vec<MessageView>,
     pub cursor: RoomCursor,
+}
+
+fn reset_event(reason: ResetReason) -> Arc<str> {
+    event_json(&Event::Reset { reason })
 }
 
 fn event_json(event: &Event) -> Arc<str> {
@@ -207,7 +272,24 @@ impl RoomInner {
             last_active: now,
             etag: HeaderValue::from_static("\"0.0.0\""),
             etag_cursor: RoomCursor::default(),
+            subscribers: Subscribers::default(),
+            subscribers_refreshed: now,
+            changed: Arc::new(Notify::new()),
+            stats: Arc::new(FanoutStats::default()),
         }
+    }
+
+    /// Announces a change that `event` (one serialised event) describes:
+    /// wakes long-polls and queues one shared frame for every subscriber.
+    /// Called with the room locked, right after the change, so subscribers
+    /// see changes in the order they were applied.
+    fn announce(&mut self, event: &str) {
+        self.changed.notify_waiters();
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let frame = Arc::new(LiveFrame::new(std::iter::once(event), self.cursor(), false));
+        self.subscribers.broadcast(&frame, &self.stats);
     }
 
     fn cursor(&self) -> RoomCursor {
@@ -232,9 +314,10 @@ impl RoomInner {
         })
         .unwrap_or_default()
         .into_boxed_str();
-        self.window
-            .push_back(Arc::new(WindowMessage { view, event_json }));
         self.last_seq = message.seq;
+        let message = Arc::new(WindowMessage { view, event_json });
+        self.announce(&message.event_json);
+        self.window.push_back(message);
         while self.window.len() > capacity {
             self.window.pop_front();
         }
@@ -275,8 +358,9 @@ impl RoomInner {
             }
         }
         self.presence_version = change.version;
-        self.presence_log
-            .push_back((change.version, event_json(&client_event(change))));
+        let event = event_json(&client_event(change));
+        self.announce(&event);
+        self.presence_log.push_back((change.version, event));
         while self.presence_log.len() > log_capacity {
             self.presence_log.pop_front();
         }
@@ -333,6 +417,15 @@ impl RoomInner {
         self.members = snapshot.members.into_iter().collect();
         self.presence_log.clear();
         self.presence_stale = false;
+        if self.subscribers.is_empty() {
+            self.changed.notify_waiters();
+        } else {
+            let members = event_json(&Event::Members {
+                presence_version: self.presence_version,
+                members: self.member_list(),
+            });
+            self.announce(&members);
+        }
         self.drain_presence(log_capacity);
     }
 
@@ -391,36 +484,47 @@ impl RoomInner {
     }
 }
 
-/// Writes `{"events":[…],"cursor":"…","more":…}` from pre-serialised events.
-fn poll_body<'a>(events: impl Iterator<Item = &'a str>, cursor: &RoomCursor, more: bool) -> String {
-    let mut body = String::with_capacity(256);
-    body.push_str("{\"events\":[");
-    for (i, event) in events.enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(event);
-    }
-    body.push_str("],\"cursor\":\"");
-    body.push_str(&cursor.to_string());
-    body.push_str(if more {
-        "\",\"more\":true}"
-    } else {
-        "\",\"more\":false}"
-    });
-    body
-}
-
 /// What the locked part of a poll decided.
 enum PollPlan {
     Done(PollAnswer),
-    /// The client is behind the window: read messages from the store.
-    FromStore {
+    /// The client is behind the window: read older messages.
+    Older {
         presence: Vec<Arc<str>>,
         snapshot: RoomCursor,
     },
     /// The client is ahead of this node: catch up, then look again.
     CatchUp,
+}
+
+/// What the locked part of a subscription decided (when not done).
+enum SubscribePlan {
+    Older {
+        presence: Vec<Arc<str>>,
+        snapshot: RoomCursor,
+    },
+    CatchUp,
+}
+
+/// A cursor's position against a room.
+enum Position {
+    /// Past the room's last seq on this node (maybe only this node is behind).
+    Ahead,
+    /// Cannot continue from it.
+    Reset(ResetReason),
+    /// Behind the window, within the resume limit.
+    Older,
+    /// Within (or right at the end of) the window.
+    InWindow,
+}
+
+/// The window's messages after `cursor`, at most `take`.
+fn window_after<'a>(
+    inner: &'a RoomInner,
+    cursor: &RoomCursor,
+    take: usize,
+) -> Vec<&'a Arc<WindowMessage>> {
+    let skip = usize::try_from(cursor.seq + 1 - inner.window_start()).unwrap_or(usize::MAX);
+    inner.window.iter().skip(skip).take(take).collect()
 }
 
 /// This node's rooms.
@@ -431,6 +535,9 @@ pub struct Hub {
     bus: Arc<dyn EventBus>,
     presence: Arc<dyn PresenceStore>,
     settings: HubSettings,
+    stats: Arc<FanoutStats>,
+    next_subscriber: AtomicU64,
+    draining: AtomicBool,
 }
 
 impl Hub {
@@ -446,7 +553,40 @@ impl Hub {
             bus,
             presence,
             settings,
+            stats: Arc::new(FanoutStats::default()),
+            next_subscriber: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Fan-out counters (for metrics).
+    pub fn fanout_stats(&self) -> Arc<FanoutStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Push connections held by this node, over all rooms.
+    pub fn subscriber_count(&self) -> usize {
+        self.all_rooms()
+            .iter()
+            .map(|room| lock(room).subscribers.len())
+            .sum()
+    }
+
+    /// Is the node draining (shutting down)?
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts the drain: no new subscriptions; every push connection is let
+    /// go of (it sends what it has queued, then tells its client to
+    /// reconnect elsewhere) and every waiting long-poll is answered.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        for room in self.all_rooms() {
+            let mut inner = lock(&room);
+            inner.subscribers.clear();
+            inner.changed.notify_waiters();
+        }
     }
 
     pub fn settings(&self) -> &HubSettings {
@@ -499,12 +639,14 @@ impl Hub {
             }
         };
         let mut inner = RoomInner::new(Instant::now());
+        inner.stats = Arc::clone(&self.stats);
         inner.last_seq = recent.first().map_or(0, |m| m.seq - 1);
         for message in &recent {
             inner.push_window(message, window);
         }
         let fresh = Arc::new(RoomState {
             id: room_id,
+            changed: Arc::clone(&inner.changed),
             inner: Mutex::new(inner),
         });
         let room = {
@@ -785,8 +927,29 @@ impl Hub {
     pub async fn presence_tick(self: &Arc<Self>) -> Result<(), ApiError> {
         let rooms = self.all_rooms();
         let mut batch = Vec::with_capacity(rooms.len());
+        // Push connections keep their guests present; they are handed over
+        // a few times per presence timeout rather than at every tick.
+        let refresh_every = self.settings.presence_timeout / 3;
+        let now = Instant::now();
         for room in &rooms {
-            let guests: Vec<(String, String)> = lock(room).touched.drain().collect();
+            let mut inner = lock(room);
+            let mut guests: Vec<(String, String)> = inner.touched.drain().collect();
+            if !inner.subscribers.is_empty()
+                && now.saturating_duration_since(inner.subscribers_refreshed) >= refresh_every
+            {
+                inner.subscribers_refreshed = now;
+                let mut seen: std::collections::HashSet<&str> =
+                    guests.iter().map(|(g, _)| g.as_str()).collect();
+                let mut extra = Vec::new();
+                for guest in inner.subscribers.guests() {
+                    if seen.insert(&guest.guest_id) {
+                        extra.push((guest.guest_id.clone(), guest.nickname.clone()));
+                    }
+                }
+                guests.extend(extra);
+                inner.last_active = now;
+            }
+            drop(inner);
             batch.push(RoomTouches {
                 room_id: room.id,
                 guests,
@@ -847,40 +1010,65 @@ impl Hub {
                     self.catch_up(room).await?;
                     caught_up = true;
                 }
-                PollPlan::FromStore { presence, snapshot } => {
-                    let limit = self.settings.max_events_per_poll as u64;
-                    let messages = self
-                        .store
-                        .messages_after(room.id, cursor.seq, limit)
+                PollPlan::Older { presence, snapshot } => {
+                    let (body, next) = self
+                        .older_batch(room, &cursor, &presence, &snapshot)
                         .await?;
-                    let messages: Vec<&StoredMessage> =
-                        messages.iter().filter(|m| m.seq <= snapshot.seq).collect();
-                    let jsons: Vec<Arc<str>> = messages
-                        .iter()
-                        .map(|m| {
-                            event_json(&Event::Message {
-                                message: m.to_view(),
-                            })
-                        })
-                        .collect();
-                    let last = messages.last().map_or(cursor.seq, |m| m.seq);
-                    let next = RoomCursor {
-                        seq: last,
-                        ..snapshot
-                    };
-                    let body = poll_body(
-                        presence.iter().chain(jsons.iter()).map(|s| &**s),
-                        &next,
-                        last < snapshot.seq,
-                    );
                     return Ok(PollAnswer::Events {
                         body,
                         cursor: next,
                         path: PollPath::Store,
+                        has_events: true,
                     });
                 }
             }
         }
+    }
+
+    /// The messages after `cursor` that the window no longer holds (up to
+    /// `snapshot.seq`, at most `max_events_per_poll`), from the bus history
+    /// (Redis) when it has them, else from the store, as one batch after
+    /// the presence events; with the cursor the batch ends at.
+    async fn older_batch(
+        &self,
+        room: &RoomState,
+        cursor: &RoomCursor,
+        presence: &[Arc<str>],
+        snapshot: &RoomCursor,
+    ) -> Result<(String, RoomCursor), ApiError> {
+        let limit = self.settings.max_events_per_poll;
+        let wanted = usize::try_from(snapshot.seq - cursor.seq)
+            .unwrap_or(usize::MAX)
+            .min(limit);
+        let messages = match self.bus.history_after(room.id, cursor.seq, wanted).await {
+            Ok(Some(messages)) => messages,
+            _ => {
+                self.store
+                    .messages_after(room.id, cursor.seq, wanted as u64)
+                    .await?
+            }
+        };
+        let messages: Vec<&StoredMessage> =
+            messages.iter().filter(|m| m.seq <= snapshot.seq).collect();
+        let jsons: Vec<Arc<str>> = messages
+            .iter()
+            .map(|m| {
+                event_json(&Event::Message {
+                    message: m.to_view(),
+                })
+            })
+            .collect();
+        let last = messages.last().map_or(cursor.seq, |m| m.seq);
+        let next = RoomCursor {
+            seq: last,
+            ..*snapshot
+        };
+        let body = batch_json(
+            presence.iter().chain(jsons.iter()).map(|s| &**s),
+            &next,
+            last < snapshot.seq,
+        );
+        Ok((body, next))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -911,48 +1099,162 @@ impl Hub {
                 });
             }
         }
-        if cursor.seq > inner.last_seq {
-            if !caught_up {
-                return PollPlan::CatchUp;
+        match self.position(&inner, cursor, caught_up) {
+            Position::Ahead => PollPlan::CatchUp,
+            Position::Reset(reason) => {
+                let reset = reset_event(reason);
+                PollPlan::Done(PollAnswer::Events {
+                    body: batch_json(std::iter::once(&*reset), &current, false),
+                    cursor: current,
+                    path: PollPath::Reset,
+                    has_events: true,
+                })
             }
-            let reset = event_json(&Event::Reset {
-                reason: ResetReason::CursorAhead,
-            });
-            return PollPlan::Done(PollAnswer::Events {
-                body: poll_body(std::iter::once(&*reset), &current, false),
-                cursor: current,
-                path: PollPath::Reset,
-            });
-        }
-        let presence = inner.presence_since(cursor);
-        if cursor.seq + 1 < inner.window_start() {
-            return PollPlan::FromStore {
-                presence,
+            Position::Older => PollPlan::Older {
+                presence: inner.presence_since(cursor),
                 snapshot: current,
+            },
+            Position::InWindow => {
+                let presence = inner.presence_since(cursor);
+                let messages = window_after(&inner, cursor, self.settings.max_events_per_poll);
+                let last = messages.last().map_or(cursor.seq, |m| m.view.seq);
+                let next = RoomCursor {
+                    seq: last,
+                    ..current
+                };
+                let body = batch_json(
+                    presence
+                        .iter()
+                        .map(|s| &**s)
+                        .chain(messages.iter().map(|m| &*m.event_json)),
+                    &next,
+                    last < current.seq,
+                );
+                PollPlan::Done(PollAnswer::Events {
+                    body,
+                    cursor: next,
+                    path: PollPath::Window,
+                    has_events: !presence.is_empty() || !messages.is_empty(),
+                })
+            }
+        }
+    }
+
+    /// Where a client's cursor stands against the room (locked).
+    fn position(&self, inner: &RoomInner, cursor: &RoomCursor, caught_up: bool) -> Position {
+        if cursor.seq > inner.last_seq {
+            // Maybe this node is behind (a message announced elsewhere has
+            // not reached it yet): catch up once, then believe it.
+            return if caught_up {
+                Position::Reset(ResetReason::CursorAhead)
+            } else {
+                Position::Ahead
             };
         }
-        let skip = usize::try_from(cursor.seq + 1 - inner.window_start()).unwrap_or(usize::MAX);
-        let take = self.settings.max_events_per_poll;
-        let messages: Vec<&Arc<WindowMessage>> =
-            inner.window.iter().skip(skip).take(take).collect();
-        let last = messages.last().map_or(cursor.seq, |m| m.view.seq);
-        let next = RoomCursor {
-            seq: last,
-            ..current
-        };
-        let body = poll_body(
-            presence
-                .iter()
-                .map(|s| &**s)
-                .chain(messages.iter().map(|m| &*m.event_json)),
-            &next,
-            last < current.seq,
-        );
-        PollPlan::Done(PollAnswer::Events {
-            body,
-            cursor: next,
-            path: PollPath::Window,
-        })
+        if inner.last_seq - cursor.seq > self.settings.resume_max_messages {
+            return Position::Reset(ResetReason::ResumeFailed);
+        }
+        if cursor.seq + 1 < inner.window_start() {
+            Position::Older
+        } else {
+            Position::InWindow
+        }
+    }
+
+    /// Registers a push connection at `cursor`: returns the catch-up frames
+    /// (window, else bus history, else store) and the queue of live frames
+    /// that continue exactly after them. `queue_frames` bounds the queue.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        room: &Arc<RoomState>,
+        guest: Arc<GuestClaims>,
+        cursor: RoomCursor,
+        queue_frames: usize,
+    ) -> Result<Subscription, ApiError> {
+        let mut cursor = cursor;
+        let mut catch_up = VecDeque::new();
+        let mut caught_up = false;
+        loop {
+            if self.is_draining() {
+                return Err(ApiError::client(
+                    ErrorCode::Draining,
+                    "This node is shutting down: connect again (to another node).",
+                ));
+            }
+            let plan = {
+                let mut inner = lock(room);
+                let current = inner.cursor();
+                match self.position(&inner, &cursor, caught_up) {
+                    Position::Ahead => SubscribePlan::CatchUp,
+                    Position::Reset(reason) => {
+                        let reset = reset_event(reason);
+                        catch_up.push_back(Arc::new(LiveFrame::new(
+                            std::iter::once(&*reset),
+                            current,
+                            false,
+                        )));
+                        return Ok(Subscription {
+                            room: Arc::clone(room),
+                            id: 0,
+                            catch_up,
+                            queue: None,
+                        });
+                    }
+                    Position::Older => SubscribePlan::Older {
+                        presence: inner.presence_since(&cursor),
+                        snapshot: current,
+                    },
+                    Position::InWindow => {
+                        // Everything up to now, then registration under the
+                        // same lock: the live frames start right after.
+                        let presence = inner.presence_since(&cursor);
+                        let messages = window_after(&inner, &cursor, usize::MAX);
+                        if cursor != current || !presence.is_empty() || !messages.is_empty() {
+                            catch_up.push_back(Arc::new(LiveFrame::new(
+                                presence
+                                    .iter()
+                                    .map(|s| &**s)
+                                    .chain(messages.iter().map(|m| &*m.event_json)),
+                                current,
+                                false,
+                            )));
+                        }
+                        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+                        let (sender, queue) = mpsc::channel(queue_frames.max(1));
+                        inner.subscribers.insert(id, sender, guest);
+                        inner.last_active = Instant::now();
+                        return Ok(Subscription {
+                            room: Arc::clone(room),
+                            id,
+                            catch_up,
+                            queue: Some(queue),
+                        });
+                    }
+                }
+            };
+            match plan {
+                SubscribePlan::CatchUp => {
+                    self.catch_up(room).await?;
+                    caught_up = true;
+                }
+                SubscribePlan::Older { presence, snapshot } => {
+                    let (body, next) = self
+                        .older_batch(room, &cursor, &presence, &snapshot)
+                        .await?;
+                    if next == cursor {
+                        // Nothing was found below the window: the history
+                        // and the store disagree with the window, which
+                        // cannot be resumed from. Start over.
+                        return Err(ApiError::Internal(format!(
+                            "room {}: no messages found after seq {}",
+                            room.id, cursor.seq
+                        )));
+                    }
+                    catch_up.push_back(Arc::new(LiveFrame::from_json(body, next)));
+                    cursor = next;
+                }
+            }
+        }
     }
 
     /// Drops rooms nobody on this node polled for `room_idle`.
@@ -964,6 +1266,7 @@ impl Hub {
                 let inner = lock(room);
                 inner.touched.is_empty()
                     && inner.pending.is_empty()
+                    && inner.subscribers.is_empty()
                     && now.saturating_duration_since(inner.last_active) > self.settings.room_idle
             })
             .map(|room| room.id)

@@ -13,17 +13,21 @@
 //! * [`error`] — the JSON error body;
 //! * [`metrics`], [`telemetry`] — Prometheus and tracing.
 
+pub mod connections;
 pub mod cors;
 pub mod directory;
 pub mod error;
+pub mod fanout;
 pub mod hub;
 pub mod metrics;
 pub mod routes;
 pub mod settings;
+pub mod sse;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod token;
+pub mod websocket;
 
 pub use settings::Settings;
 pub use startup::Application;

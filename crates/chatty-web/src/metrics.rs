@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use chatty_storage::{QueryStats, RedisStats};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::fanout::FanoutStats;
 
 /// The node's metrics.
 #[derive(Debug, Clone)]
@@ -23,6 +25,10 @@ pub struct Metrics {
     pub polls_not_modified: IntCounter,
     pub messages_received: IntCounter,
     pub rooms_in_memory: IntGauge,
+    /// `push_connections{transport}`: WebSocket, SSE and long-poll connections held.
+    pub push_connections: IntGaugeVec,
+    /// `push_disconnects_total{transport,reason}`.
+    pub push_disconnects: IntCounterVec,
     query_stats: Arc<QueryStats>,
 }
 
@@ -30,6 +36,7 @@ impl Metrics {
     pub fn new(
         query_stats: Arc<QueryStats>,
         redis_stats: Option<Arc<RedisStats>>,
+        fanout: Arc<FanoutStats>,
     ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("chatty".into()), None)?;
         let http_requests = IntCounterVec::new(
@@ -59,6 +66,23 @@ impl Metrics {
             "Messages stored (retries not counted)",
         )?;
         let rooms_in_memory = IntGauge::new("rooms_in_memory", "Rooms held in this node's hub")?;
+        let push_connections = IntGaugeVec::new(
+            Opts::new(
+                "push_connections",
+                "Long-lived connections held, by transport",
+            ),
+            &["transport"],
+        )?;
+        let push_disconnects = IntCounterVec::new(
+            Opts::new(
+                "push_disconnects_total",
+                "Push connections ended, by transport and reason",
+            ),
+            &["transport", "reason"],
+        )?;
+        registry.register(Box::new(push_connections.clone()))?;
+        registry.register(Box::new(push_disconnects.clone()))?;
+        registry.register(Box::new(AtomicTotals::fanout(fanout)?))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(polls.clone()))?;
@@ -77,6 +101,8 @@ impl Metrics {
             polls,
             messages_received,
             rooms_in_memory,
+            push_connections,
+            push_disconnects,
             query_stats,
         })
     }
@@ -145,6 +171,28 @@ impl AtomicTotals {
                     stats.queries.load(Relaxed) as f64,
                     stats.failed.load(Relaxed) as f64,
                     stats.micros.load(Relaxed) as f64 / 1e6,
+                ]
+            }),
+        )
+    }
+
+    fn fanout(stats: Arc<FanoutStats>) -> Result<Self, prometheus::Error> {
+        Self::new(
+            vec![
+                (
+                    "push_frames_queued_total",
+                    "Frames queued for push connections (one per event per connection)",
+                ),
+                (
+                    "push_slow_consumers_total",
+                    "Push connections let go because their queue was full",
+                ),
+            ],
+            Box::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                vec![
+                    stats.frames_queued.load(Relaxed) as f64,
+                    stats.slow_consumers.load(Relaxed) as f64,
                 ]
             }),
         )

@@ -28,6 +28,7 @@ pub struct Settings {
     pub chat: ChatSettings,
     pub auth: AuthSettings,
     pub redis: RedisSettings,
+    pub push: PushSettings,
     pub log: LogSettings,
     pub demo: DemoSettings,
 }
@@ -156,6 +157,10 @@ pub struct ChatSettings {
     /// How often a node compares its rooms with the database's newest
     /// message (one query), to recover a message whose announcement was lost.
     pub reconcile_secs: u64,
+    /// How far behind (in messages) a client may resume from its cursor, on
+    /// any transport; further behind it gets a `reset` event with reason
+    /// `resume_failed` and joins afresh.
+    pub resume_max_messages: u64,
 }
 
 impl Default for ChatSettings {
@@ -172,6 +177,7 @@ impl Default for ChatSettings {
             presence_flush_ms: 1000,
             sends_per_minute: 30,
             reconcile_secs: 30,
+            resume_max_messages: 1000,
         }
     }
 }
@@ -187,6 +193,72 @@ impl ChatSettings {
     /// never more than a third of the presence timeout.
     pub fn presence_flush(&self) -> Duration {
         Duration::from_millis(self.presence_flush_ms).min(self.presence_timeout() / 3)
+    }
+}
+
+/// Push transports (WebSocket, Server-Sent Events, long-poll) and their limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    /// Frames queued per connection for a client that reads slowly; when the
+    /// queue is full the connection is closed (`slow_consumer`) and the
+    /// client resumes from its cursor.
+    pub queue_frames: usize,
+    /// WebSocket, SSE and long-poll connections this node holds at most
+    /// (503 `node_full` beyond). Each needs a file descriptor: raise the
+    /// process's open-file limit to match.
+    pub max_connections: usize,
+    /// Push connections one client address may hold (429 `too_many_connections`).
+    pub max_connections_per_ip: usize,
+    /// Largest WebSocket frame a client may send, in bytes (close 1009 beyond).
+    pub max_frame_bytes: usize,
+    /// Seconds between WebSocket pings from the server.
+    pub ping_interval_secs: u64,
+    /// A WebSocket client that sends nothing (not even a pong) for this many
+    /// seconds is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds between SSE keep-alive comments.
+    pub sse_keepalive_secs: u64,
+    /// Longest a long-poll is held, in seconds (a client asks with `wait`).
+    pub long_poll_max_secs: u64,
+    /// Milliseconds a new connection has to send its request head (the
+    /// WebSocket handshake included) before it is closed.
+    pub handshake_timeout_ms: u64,
+    /// Seconds unacknowledged data may sit on a connection (a peer that
+    /// stopped reading, or vanished) before the kernel drops it
+    /// (`TCP_USER_TIMEOUT`); 0 leaves the system default.
+    pub write_timeout_secs: u64,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            queue_frames: 64,
+            max_connections: 50_000,
+            max_connections_per_ip: 64,
+            max_frame_bytes: 4096,
+            ping_interval_secs: 25,
+            idle_timeout_secs: 60,
+            sse_keepalive_secs: 15,
+            long_poll_max_secs: 25,
+            handshake_timeout_ms: 5000,
+            write_timeout_secs: 30,
+        }
+    }
+}
+
+impl PushSettings {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn sse_keepalive(&self) -> Duration {
+        Duration::from_secs(self.sse_keepalive_secs)
+    }
+    pub fn long_poll_max(&self) -> Duration {
+        Duration::from_secs(self.long_poll_max_secs)
     }
 }
 
@@ -492,6 +564,31 @@ impl Settings {
         }
         if chat.reconcile_secs == 0 {
             return invalid("chat.reconcile_secs", "must be at least 1");
+        }
+        let push = &self.push;
+        if push.queue_frames == 0 {
+            return invalid("push.queue_frames", "must be at least 1");
+        }
+        if push.max_frame_bytes < 125 {
+            return invalid(
+                "push.max_frame_bytes",
+                "must be at least 125 (a control frame)",
+            );
+        }
+        if push.ping_interval_secs == 0 {
+            return invalid("push.ping_interval_secs", "must be at least 1");
+        }
+        if push.idle_timeout_secs <= push.ping_interval_secs {
+            return invalid(
+                "push.idle_timeout_secs",
+                "must be longer than push.ping_interval_secs (a client answers pings)",
+            );
+        }
+        if push.sse_keepalive_secs == 0 {
+            return invalid("push.sse_keepalive_secs", "must be at least 1");
+        }
+        if push.handshake_timeout_ms == 0 {
+            return invalid("push.handshake_timeout_ms", "must be at least 1");
         }
         let redis = &self.redis;
         if redis.shared_mode() {

@@ -19,6 +19,7 @@ use chatty_storage::{
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+use crate::connections::ConnectionLimits;
 use crate::directory::Directory;
 use crate::hub::{Hub, HubSettings};
 use crate::metrics::Metrics;
@@ -164,6 +165,7 @@ impl Application {
                 max_events_per_poll: chat.max_events_per_poll,
                 room_idle: Duration::from_secs(chat.room_idle_secs),
                 gap_fill_delay: Duration::from_millis(200),
+                resume_max_messages: chat.resume_max_messages,
             },
         );
         if settings.auth.token_secret.expose().is_empty() {
@@ -171,9 +173,21 @@ impl Application {
                 "auth.token_secret is empty: using a random key; guest tokens end with this process and are not valid on other nodes"
             );
         }
+        let metrics = Metrics::new(
+            Arc::clone(&query_stats),
+            redis_stats.clone(),
+            hub.fanout_stats(),
+        )?;
+        let connections = ConnectionLimits::new(
+            settings.push.max_connections,
+            settings.push.max_connections_per_ip,
+            metrics.push_connections.clone(),
+            metrics.push_disconnects.clone(),
+        );
         let state = AppState {
             tokens: Arc::new(GuestTokens::new(settings.auth.token_secret.expose())),
-            metrics: Metrics::new(Arc::clone(&query_stats), redis_stats.clone())?,
+            metrics,
+            connections,
             directory: Arc::new(Directory::new(Arc::clone(&store))),
             settings: Arc::new(settings),
             store,
@@ -253,16 +267,22 @@ impl Application {
         self.redis_stats.clone()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
-    /// requests finish (up to `server.shutdown_timeout_secs`) and stops the
+    /// Serves until `shutdown` resolves, then drains: stops accepting, tells
+    /// push clients to reconnect elsewhere (WebSocket close 1012, SSE
+    /// `close` event), answers waiting long-polls, lets in-flight requests
+    /// finish (all within `server.shutdown_timeout_secs`) and stops the
     /// background tasks.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = self.server;
         let running = tokio::spawn(server);
         shutdown.await;
-        tracing::info!("shutting down");
-        handle.stop(true).await;
+        tracing::info!(connections = self.state.connections.total(), "draining");
+        // Stop accepting first, then let go of the push connections: their
+        // clients reconnect to other nodes, not to this one.
+        let stopped = handle.stop(true);
+        self.state.hub.drain();
+        stopped.await;
         let result = running.await.unwrap_or(Ok(()));
         for task in self.tasks {
             task.abort();
@@ -275,6 +295,8 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
     let max_request_bytes = state.settings.server.max_request_bytes;
     let workers = state.settings.server.workers;
     let shutdown_timeout = state.settings.server.shutdown_timeout_secs;
+    let push = state.settings.push.clone();
+    let write_timeout = Duration::from_secs(push.write_timeout_secs);
     let widget = web::Data::new(WidgetAsset::default());
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
@@ -286,7 +308,22 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
             .configure(|cfg| routes::configure(cfg, max_request_bytes))
     })
     .disable_signals()
-    .shutdown_timeout(shutdown_timeout);
+    .shutdown_timeout(shutdown_timeout)
+    // Bounds the wait for a request head, the WebSocket handshake included.
+    .client_request_timeout(Duration::from_millis(push.handshake_timeout_ms))
+    .backlog(4096)
+    // Per worker; push connections are long-lived.
+    .max_connections(push.max_connections.max(25_000))
+    .on_connect(move |connection, _| {
+        if write_timeout.is_zero() {
+            return;
+        }
+        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            // A peer that stops reading (or vanishes) would otherwise keep
+            // its socket and buffers forever.
+            let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(write_timeout));
+        }
+    });
     if workers > 0 {
         server = server.workers(workers);
     }

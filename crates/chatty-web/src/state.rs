@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chatty_storage::{EventBus, RateLimiter, Store};
 
+use crate::connections::ConnectionLimits;
 use crate::directory::Directory;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub tokens: Arc<GuestTokens>,
     pub metrics: Metrics,
+    /// Push connection counts and caps.
+    pub connections: Arc<ConnectionLimits>,
 }
 
 impl AppState {

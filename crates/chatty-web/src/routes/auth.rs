@@ -16,6 +16,23 @@ pub fn authenticate(
     state: &AppState,
     room_id: i64,
 ) -> Result<Arc<GuestClaims>, ApiError> {
+    authenticate_with(req, state, room_id, None)
+}
+
+/// Like [`authenticate`], but a `token` from the query string is accepted
+/// when there is no `Authorization` header: browsers cannot set headers on
+/// a WebSocket or an `EventSource`.
+pub fn authenticate_with(
+    req: &HttpRequest,
+    state: &AppState,
+    room_id: i64,
+    query_token: Option<&str>,
+) -> Result<Arc<GuestClaims>, ApiError> {
+    if req.headers().get(AUTHORIZATION).is_none()
+        && let Some(token) = query_token
+    {
+        return verify(state, token, room_id);
+    }
     let header = req
         .headers()
         .get(AUTHORIZATION)
@@ -32,6 +49,10 @@ pub fn authenticate(
             "The Authorization header must be: Bearer <token>.",
         )
     })?;
+    verify(state, token, room_id)
+}
+
+fn verify(state: &AppState, token: &str, room_id: i64) -> Result<Arc<GuestClaims>, ApiError> {
     let claims = state
         .tokens
         .verify(token.trim(), unix_now())

@@ -1,5 +1,5 @@
 //! `/healthz` (the process is alive), `/readyz` (it can serve: the store
-//! answers) and `/metrics` (Prometheus text format).
+//! and the bus answer and it is not draining) and `/metrics` (Prometheus text format).
 
 use actix_web::{HttpResponse, web};
 use chatty_protocol::ErrorCode;
@@ -14,6 +14,9 @@ pub async fn healthz() -> HttpResponse {
 /// Ready when the database and the bus answer and this node's bus
 /// subscription is up; a load balancer takes a not-ready node out.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.hub.is_draining() {
+        return error_response(ErrorCode::Draining, "This node is shutting down.");
+    }
     if let Err(error) = state.store.ping().await {
         tracing::warn!(%error, "not ready: store unreachable");
         return error_response(

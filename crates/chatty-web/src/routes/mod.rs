@@ -8,6 +8,7 @@ mod join;
 mod json_object;
 mod leave;
 mod poll;
+mod push;
 mod send;
 
 use actix_web::error::{InternalError, JsonPayloadError, PathError, QueryPayloadError};
@@ -32,6 +33,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
     .service(endpoint(
         "/api/v1/rooms/{room_id}/events",
         web::get().to(poll::poll),
+    ))
+    .service(endpoint(
+        "/api/v1/rooms/{room_id}/ws",
+        web::get().to(push::websocket),
+    ))
+    .service(endpoint(
+        "/api/v1/rooms/{room_id}/sse",
+        web::get().to(push::sse),
     ))
     .service(endpoint(
         "/api/v1/rooms/{room_id}/messages",

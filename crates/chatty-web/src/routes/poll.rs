@@ -1,11 +1,18 @@
-//! `GET /api/v1/rooms/{room_id}/events?cursor=…` — the 2-second poll.
+//! `GET /api/v1/rooms/{room_id}/events?cursor=…[&wait=N]` — the 2-second
+//! poll, and the long-poll.
 //!
 //! The hot path of the whole service. With `If-None-Match` equal to the
 //! room's version it answers `304` from memory: a token check (cached after
 //! the first poll), one hash map lookup and one short lock; no database, no
 //! Redis, no serialisation, no formatting.
+//!
+//! With `wait=N` it is a long-poll: when there is nothing new the request
+//! is held on the room's change notification (no polling loop, no I/O)
+//! until something happens, `N` seconds pass (at most
+//! `push.long_poll_max_secs`) or the node drains, and then answered
+//! exactly like a plain poll.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -13,30 +20,54 @@ use chatty_protocol::api::PollQuery;
 use chatty_protocol::{ErrorCode, RoomCursor};
 
 use super::auth::authenticate;
+use crate::connections::Transport;
 use crate::error::ApiError;
 use crate::hub::PollAnswer;
 use crate::state::AppState;
 
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
-/// The `cursor` query parameter. Cursors are digits, dots and hex, which no
-/// client needs to percent-encode; anything else goes through the full
-/// query-string parser.
-fn cursor_param(query: &str) -> Result<String, ApiError> {
-    let direct = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("cursor="))
-        .filter(|value| !value.contains(['%', '+']));
-    match direct {
-        Some(value) => Ok(value.to_owned()),
-        None => web::Query::<PollQuery>::from_query(query)
-            .map(|q| q.into_inner().cursor)
-            .map_err(|e| {
-                ApiError::client(
-                    ErrorCode::InvalidQuery,
-                    format!("Malformed query string: {e}."),
-                )
-            }),
+/// The `cursor` and `wait` query parameters. Cursors are digits, dots and
+/// hex, which no client needs to percent-encode; a query with anything
+/// encoded goes through the full query-string parser.
+fn poll_params(query: &str) -> Result<PollQuery, ApiError> {
+    if !query.contains(['%', '+']) {
+        let mut cursor = None;
+        let mut wait = None;
+        for pair in query.split('&') {
+            if let Some(value) = pair.strip_prefix("cursor=") {
+                cursor = Some(value);
+            } else if let Some(value) = pair.strip_prefix("wait=") {
+                wait = Some(value.parse::<u64>().map_err(|_| {
+                    ApiError::client(
+                        ErrorCode::InvalidQuery,
+                        "wait must be a whole number of seconds.",
+                    )
+                })?);
+            }
+        }
+        if let Some(cursor) = cursor {
+            return Ok(PollQuery {
+                cursor: cursor.to_owned(),
+                wait,
+            });
+        }
+    }
+    web::Query::<PollQuery>::from_query(query)
+        .map(web::Query::into_inner)
+        .map_err(|e| {
+            ApiError::client(
+                ErrorCode::InvalidQuery,
+                format!("Malformed query string: {e}."),
+            )
+        })
+}
+
+/// Is this answer "nothing new" (a long-poll keeps waiting)?
+fn nothing_new(answer: &PollAnswer) -> bool {
+    match answer {
+        PollAnswer::NotModified { .. } => true,
+        PollAnswer::Events { has_events, .. } => !has_events,
     }
 }
 
@@ -47,28 +78,66 @@ pub async fn poll(
 ) -> Result<HttpResponse, ApiError> {
     let room_id = room_id.into_inner();
     let claims = authenticate(&req, &state, room_id)?;
-    let cursor: RoomCursor =
-        cursor_param(req.query_string())?
-            .parse()
-            .map_err(|e: chatty_protocol::CursorError| {
-                ApiError::client(ErrorCode::InvalidCursor, e.to_string())
-            })?;
+    let params = poll_params(req.query_string())?;
+    let cursor: RoomCursor = params
+        .cursor
+        .parse()
+        .map_err(|e: chatty_protocol::CursorError| {
+            ApiError::client(ErrorCode::InvalidCursor, e.to_string())
+        })?;
     let room = state.hub.room(room_id).await?;
     let if_none_match = req
         .headers()
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    let answer = state
-        .hub
-        .poll(
-            &room,
-            &claims.guest_id,
-            &claims.nickname,
-            cursor,
-            if_none_match,
-            Instant::now(),
-        )
-        .await?;
+    let wait =
+        Duration::from_secs(params.wait.unwrap_or(0)).min(state.settings.push.long_poll_max());
+    let answer = if wait.is_zero() {
+        state
+            .hub
+            .poll(
+                &room,
+                &claims.guest_id,
+                &claims.nickname,
+                cursor,
+                if_none_match,
+                Instant::now(),
+            )
+            .await?
+    } else {
+        // A long-poll: held until the room changes, the wait is over or the
+        // node drains. It counts as a connection for the caps.
+        let _guard = state
+            .connections
+            .acquire(req.peer_addr().map(|a| a.ip()), Transport::LongPoll)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so a change in between wakes us.
+            let mut changed = std::pin::pin!(room.changed());
+            changed.as_mut().enable();
+            let answer = state
+                .hub
+                .poll(
+                    &room,
+                    &claims.guest_id,
+                    &claims.nickname,
+                    cursor,
+                    if_none_match,
+                    Instant::now(),
+                )
+                .await?;
+            if !nothing_new(&answer)
+                || state.hub.is_draining()
+                || tokio::time::Instant::now() >= deadline
+            {
+                break answer;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    };
     Ok(match answer {
         PollAnswer::NotModified { etag } => {
             state.metrics.polls_not_modified.inc();
@@ -77,7 +146,9 @@ pub async fn poll(
                 .insert_header((CACHE_CONTROL, NO_CACHE))
                 .finish()
         }
-        PollAnswer::Events { body, cursor, path } => {
+        PollAnswer::Events {
+            body, cursor, path, ..
+        } => {
             state
                 .metrics
                 .polls
@@ -97,20 +168,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cursor_is_read_directly_or_through_the_full_parser() {
-        assert_eq!(
-            cursor_param("cursor=1.ab.2").ok().as_deref(),
-            Some("1.ab.2")
-        );
-        assert_eq!(
-            cursor_param("x=1&cursor=1.ab.2").ok().as_deref(),
-            Some("1.ab.2")
-        );
-        assert_eq!(
-            cursor_param("cursor=1%2Eab.2").ok().as_deref(),
-            Some("1.ab.2")
-        );
-        assert!(cursor_param("").is_err());
-        assert!(cursor_param("other=1").is_err());
+    fn cursor_and_wait_are_read_directly_or_through_the_full_parser() {
+        let cursor = |q: &str| poll_params(q).ok().map(|p| p.cursor);
+        assert_eq!(cursor("cursor=1.ab.2").as_deref(), Some("1.ab.2"));
+        assert_eq!(cursor("x=1&cursor=1.ab.2").as_deref(), Some("1.ab.2"));
+        assert_eq!(cursor("cursor=1%2Eab.2").as_deref(), Some("1.ab.2"));
+        assert!(poll_params("").is_err());
+        assert!(poll_params("other=1").is_err());
+        let wait = |q: &str| poll_params(q).ok().and_then(|p| p.wait);
+        assert_eq!(wait("cursor=1.ab.2&wait=25"), Some(25));
+        assert_eq!(wait("wait=3&cursor=1%2Eab.2"), Some(3));
+        assert_eq!(wait("cursor=1.ab.2"), None);
+        assert!(poll_params("cursor=1.ab.2&wait=soon").is_err());
+        assert!(poll_params("cursor=1.ab.2&wait=-1").is_err());
     }
 }

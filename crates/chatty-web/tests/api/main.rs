@@ -8,4 +8,7 @@ mod chat;
 #[allow(dead_code)]
 mod helpers;
 mod presence;
+mod push;
+#[path = "../common/push.rs"]
+mod push_client;
 mod validation;

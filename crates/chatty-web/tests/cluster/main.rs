@@ -12,6 +12,10 @@ mod proxy;
 
 mod faults;
 mod nodes;
+mod push;
+#[path = "../common/push.rs"]
+#[allow(dead_code)]
+mod push_client;
 
 use std::sync::Arc;
 

@@ -1,0 +1,172 @@
+//! `GET /api/v1/rooms/{room_id}/ws` (WebSocket) and
+//! `GET /api/v1/rooms/{room_id}/sse` (Server-Sent Events): push transports.
+//!
+//! Both are checked in full before anything is upgraded or streamed: the
+//! handshake, the guest token (`Authorization` or `?token=`), the `Origin`
+//! against the site's allowed origins, the connection caps, and the cursor
+//! to resume from (`?cursor=`, or SSE's `Last-Event-ID`). A refusal is an
+//! ordinary JSON error response; a client never sees a `101` or a stream
+//! that is then cut.
+
+use std::net::IpAddr;
+
+use actix_web::body::{BodyStream, MessageBody};
+use actix_web::http::header::{self, HeaderValue, ORIGIN};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chatty_protocol::{ErrorCode, RoomCursor};
+use serde::Deserialize;
+
+use super::auth::authenticate_with;
+use crate::connections::Transport;
+use crate::error::ApiError;
+use crate::hub::Subscription;
+use crate::sse::SseConnection;
+use crate::state::AppState;
+use crate::websocket::{WsConnection, WsLimits};
+
+/// Query string of the push endpoints.
+#[derive(Debug, Deserialize)]
+pub struct PushQuery {
+    /// The guest token (when no `Authorization` header can be sent).
+    pub token: Option<String>,
+    /// The cursor to resume from (from join, or the last frame seen).
+    pub cursor: Option<String>,
+}
+
+fn parse_cursor(text: &str) -> Result<RoomCursor, ApiError> {
+    text.parse().map_err(|e: chatty_protocol::CursorError| {
+        ApiError::client(ErrorCode::InvalidCursor, e.to_string())
+    })
+}
+
+/// The peer's address. Behind a proxy this is the proxy's: the per-address
+/// cap then applies per proxy, so set it accordingly.
+fn peer_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
+/// Everything both transports check, then the subscription.
+async fn open(
+    req: &HttpRequest,
+    state: &AppState,
+    room_id: i64,
+    query: &PushQuery,
+    cursor: Option<&str>,
+    transport: Transport,
+) -> Result<(Subscription, crate::connections::ConnectionGuard), ApiError> {
+    let claims = authenticate_with(req, state, room_id, query.token.as_deref())?;
+    let cursor = parse_cursor(cursor.ok_or_else(|| {
+        ApiError::client(
+            ErrorCode::InvalidQuery,
+            "Send the cursor to start from: ?cursor= (from join, or the last one received).",
+        )
+    })?)?;
+    // A browser always sends Origin on a WebSocket handshake, and CORS does
+    // not protect WebSockets: this check is what keeps a copied widget on
+    // another site out. Clients that are not browsers send none.
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let site = state.directory.site_by_id(claims.site_id).await?;
+        if !site.allows_origin(origin.to_str().unwrap_or_default()) {
+            return Err(ApiError::client(
+                ErrorCode::OriginNotAllowed,
+                "This site does not allow chat from this origin.",
+            ));
+        }
+    }
+    if state.hub.is_draining() {
+        return Err(ApiError::client(
+            ErrorCode::Draining,
+            "This node is shutting down: connect again (to another node).",
+        ));
+    }
+    let guard = state.connections.acquire(peer_ip(req), transport)?;
+    let room = state.hub.room(room_id).await?;
+    let subscription = state
+        .hub
+        .subscribe(&room, claims, cursor, state.settings.push.queue_frames)
+        .await?;
+    Ok((subscription, guard))
+}
+
+pub async fn websocket(
+    req: HttpRequest,
+    room_id: web::Path<i64>,
+    query: web::Query<PushQuery>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let handshake = actix_http::ws::handshake(req.head()).map_err(|e| {
+        ApiError::client(
+            ErrorCode::NotWebsocket,
+            format!("This endpoint speaks WebSocket only: {e}."),
+        )
+    })?;
+    let (subscription, guard) = open(
+        &req,
+        &state,
+        room_id.into_inner(),
+        &query,
+        query.cursor.as_deref(),
+        Transport::WebSocket,
+    )
+    .await?;
+    let push = &state.settings.push;
+    let connection = WsConnection::new(
+        payload,
+        subscription,
+        state.hub.clone(),
+        WsLimits {
+            max_frame_bytes: push.max_frame_bytes,
+            ping_interval: push.ping_interval(),
+            idle_timeout: push.idle_timeout(),
+        },
+        guard,
+    );
+    let mut response = handshake;
+    let response = response
+        .message_body(BodyStream::new(connection).boxed())
+        .map_err(|e| ApiError::Internal(format!("cannot build the 101 response: {e}")))?;
+    Ok(response.into())
+}
+
+pub async fn sse(
+    req: HttpRequest,
+    room_id: web::Path<i64>,
+    query: web::Query<PushQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // A reconnecting EventSource names the last record it received.
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
+    let cursor = last_event_id.or(query.cursor.as_deref());
+    let (subscription, guard) = open(
+        &req,
+        &state,
+        room_id.into_inner(),
+        &query,
+        cursor,
+        Transport::Sse,
+    )
+    .await?;
+    let connection = SseConnection::new(
+        subscription,
+        state.hub.clone(),
+        state.settings.push.sse_keepalive(),
+        guard,
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ))
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-transform"),
+        ))
+        // nginx: do not buffer this response.
+        .insert_header(("X-Accel-Buffering", HeaderValue::from_static("no")))
+        .streaming(connection))
+}
