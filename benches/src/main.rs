@@ -23,6 +23,8 @@
 //! `GET /api/v1/rooms/{room_id}/events` with a constant `304` and `ETag`.
 //! It runs until killed.
 
+mod push;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +51,8 @@ enum Command {
     /// Bare actix-web server (1 worker, 127.0.0.1) answering Chatty's poll route with a constant 304; runs until killed.
     #[command(name = "bare-304")]
     Bare304(Bare304Args),
+    /// WebSocket visitors on one node: connections held, memory per connection, delivery latency, CPU per visitor-minute.
+    Push(push::PushArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +96,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Cluster(args) => cluster(args).await,
         Command::Bare304(args) => bare_304(args).await,
+        Command::Push(args) => push::run(args).await,
     }
 }
 
