@@ -50,8 +50,11 @@ pub struct JoinResponse {
     pub token_expires_in: u64,
     pub guest: GuestView,
     pub room: RoomView,
-    /// Members present now, the joining guest included.
+    /// Members present now, the joining guest included; in a room larger
+    /// than the server's `chat.member_list_max`, a sample of that many.
     pub members: Vec<Member>,
+    /// How many members are present (exact, whatever the sample size).
+    pub member_count: usize,
     /// The most recent messages, oldest first.
     pub messages: Vec<MessageView>,
     /// Poll from here.

@@ -70,12 +70,15 @@ pub enum Event {
         member: Member,
         reason: LeaveReason,
     },
-    /// The full member list, sent instead of join/leave events when the
+    /// The member list, sent instead of join/leave events when the
     /// client's presence position is unknown to the server (other epoch or
-    /// too old). Replace the whole list.
+    /// too old). Replace the whole list. In a room larger than the server's
+    /// `chat.member_list_max`, `members` is a sample of that many and
+    /// `count` says how many are present.
     Members {
         presence_version: u64,
         members: Vec<Member>,
+        count: usize,
     },
     /// The client cannot continue from its cursor: join again for a fresh
     /// sync. Nothing after this event in the same response applies.

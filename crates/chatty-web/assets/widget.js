@@ -61,7 +61,7 @@
     // they started with and stop when it changes, so two never run at once.
     session: 0, joining: null, joinGen: -1, pollTimer: 0, failures: 0,
     active: false, sending: false, focusAfterJoin: false, open: startOpen, unread: 0,
-    members: new Map(), shown: new Map(), floor: 0,
+    members: new Map(), count: 0, shown: new Map(), floor: 0,
   };
   const seqOf = new WeakMap(); // message <li> -> seq, to keep the list ordered
 
@@ -277,7 +277,8 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
       items.push(li);
     }
     ui.mem.replaceChildren(...items);
-    const n = S.members.size;
+    // A large room lists a sample; the count is exact.
+    const n = Math.max(S.count, S.members.size);
     ui.cnt.textContent = S.roomId == null ? '' : n + ' here';
   }
 
@@ -390,6 +391,7 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
     // Fresh sync: drop what we had and draw the room as the server sees it.
     clearRoom();
     for (const m of d.members || []) S.members.set(m.guest_id, m.nickname);
+    S.count = Number(d.member_count) || S.members.size;
     ui.msgs.setAttribute('aria-busy', 'true'); // don't read out the backlog
     for (const m of d.messages || []) addMessage(m, false);
     ui.msgs.setAttribute('aria-busy', 'false');
@@ -454,14 +456,18 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
           addMessage(ev.message, true);
           break;
         case 'join':
-          if (ev.member) { S.members.set(ev.member.guest_id, ev.member.nickname); membersChanged = true; }
+          if (ev.member) {
+            if (!S.members.has(ev.member.guest_id)) S.count++;
+            S.members.set(ev.member.guest_id, ev.member.nickname); membersChanged = true;
+          }
           break;
         case 'leave':
-          if (ev.member) { S.members.delete(ev.member.guest_id); membersChanged = true; }
+          if (ev.member) { S.members.delete(ev.member.guest_id); S.count = Math.max(0, S.count - 1); membersChanged = true; }
           break;
         case 'members':
           S.members.clear();
           for (const m of ev.members || []) S.members.set(m.guest_id, m.nickname);
+          S.count = Number(ev.count) || S.members.size;
           membersChanged = true;
           break;
         case 'reset':

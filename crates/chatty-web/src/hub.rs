@@ -79,6 +79,8 @@ pub struct HubSettings {
     /// A client further behind than this many messages cannot resume: it
     /// gets a `reset` (`resume_failed`) and joins afresh.
     pub resume_max_messages: u64,
+    /// Most members listed in a join answer or a `members` event.
+    pub member_list_max: usize,
 }
 
 /// A message in the window, with its event JSON serialised once.
@@ -123,6 +125,8 @@ struct RoomInner {
     /// Woken on every change (long-polls wait on it).
     changed: Arc<Notify>,
     stats: Arc<FanoutStats>,
+    /// Most members listed in a `members` event.
+    member_list_max: usize,
 }
 
 /// One room's state on this node.
@@ -208,6 +212,7 @@ impl Drop for Subscription {
 #[derive(Debug)]
 pub struct JoinSnapshot {
     pub members: Vec<Member>,
+    pub member_count: usize,
     pub messages: Vec<MessageView>,
     pub cursor: RoomCursor,
 }
@@ -276,7 +281,17 @@ impl RoomInner {
             subscribers_refreshed: now,
             changed: Arc::new(Notify::new()),
             stats: Arc::new(FanoutStats::default()),
+            member_list_max: usize::MAX,
         }
+    }
+
+    /// A `members` event: the (sampled) list and the exact count.
+    fn members_event(&self, limit: usize) -> Arc<str> {
+        event_json(&Event::Members {
+            presence_version: self.presence_version,
+            members: self.member_list(limit),
+            count: self.members.len(),
+        })
     }
 
     /// Announces a change that `event` (one serialised event) describes:
@@ -420,10 +435,7 @@ impl RoomInner {
         if self.subscribers.is_empty() {
             self.changed.notify_waiters();
         } else {
-            let members = event_json(&Event::Members {
-                presence_version: self.presence_version,
-                members: self.member_list(),
-            });
+            let members = self.members_event(self.member_list_max);
             self.announce(&members);
         }
         self.drain_presence(log_capacity);
@@ -433,10 +445,14 @@ impl RoomInner {
         !self.presence_stale && self.presence_pending.is_empty()
     }
 
-    fn member_list(&self) -> Vec<Member> {
+    /// The members, sorted by nickname; at most `limit` of them. A larger
+    /// room is sampled (whoever the map yields first) rather than sorted in
+    /// full: a join into a room of 10,000 must not sort 10,000 names.
+    fn member_list(&self, limit: usize) -> Vec<Member> {
         let mut members: Vec<Member> = self
             .members
             .iter()
+            .take(limit)
             .map(|(id, nickname)| Member {
                 guest_id: id.clone(),
                 nickname: nickname.clone(),
@@ -477,10 +493,7 @@ impl RoomInner {
                 .map(|(_, json)| Arc::clone(json))
                 .collect();
         }
-        vec![event_json(&Event::Members {
-            presence_version: self.presence_version,
-            members: self.member_list(),
-        })]
+        vec![self.members_event(self.member_list_max)]
     }
 }
 
@@ -640,6 +653,7 @@ impl Hub {
         };
         let mut inner = RoomInner::new(Instant::now());
         inner.stats = Arc::clone(&self.stats);
+        inner.member_list_max = self.settings.member_list_max;
         inner.last_seq = recent.first().map_or(0, |m| m.seq - 1);
         for message in &recent {
             inner.push_window(message, window);
@@ -892,7 +906,8 @@ impl Hub {
             .len()
             .saturating_sub(self.settings.history_messages);
         Ok(JoinSnapshot {
-            members: inner.member_list(),
+            members: inner.member_list(self.settings.member_list_max),
+            member_count: inner.members.len(),
             messages: inner
                 .window
                 .iter()
@@ -1334,7 +1349,7 @@ mod tests {
 
     fn members(inner: &RoomInner) -> Vec<String> {
         inner
-            .member_list()
+            .member_list(usize::MAX)
             .into_iter()
             .map(|m| m.guest_id)
             .collect()
@@ -1356,6 +1371,34 @@ mod tests {
         assert!(inner.pending.is_empty());
         let seqs: Vec<u64> = inner.window.iter().map(|m| m.view.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_large_room_lists_a_sample_of_its_members_with_the_exact_count() {
+        let mut inner = RoomInner::new(Instant::now());
+        inner.member_list_max = 3;
+        let guests: Vec<String> = (0..10).map(|i| format!("g{i}")).collect();
+        let guests: Vec<&str> = guests.iter().map(String::as_str).collect();
+        inner.apply_snapshot(snapshot(1, 10, &guests), 16);
+        let event: Event =
+            serde_json::from_str(&inner.members_event(inner.member_list_max)).expect("event");
+        match event {
+            Event::Members { members, count, .. } => {
+                assert_eq!(members.len(), 3);
+                assert_eq!(count, 10);
+                let mut sorted = members.clone();
+                sorted.sort_by(|a, b| a.nickname.cmp(&b.nickname));
+                assert_eq!(members, sorted, "the sample is sorted");
+            }
+            other => panic!("expected members, got {other:?}"),
+        }
+        // A client whose presence position is unknown gets the same.
+        let stale = RoomCursor {
+            seq: 0,
+            epoch: 2,
+            presence: 0,
+        };
+        assert_eq!(inner.presence_since(&stale).len(), 1);
     }
 
     #[test]

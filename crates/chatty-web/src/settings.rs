@@ -161,6 +161,9 @@ pub struct ChatSettings {
     /// any transport; further behind it gets a `reset` event with reason
     /// `resume_failed` and joins afresh.
     pub resume_max_messages: u64,
+    /// Most members listed in a join answer or a `members` event; a larger
+    /// room sends a sample of this many and the exact count.
+    pub member_list_max: usize,
 }
 
 impl Default for ChatSettings {
@@ -178,6 +181,7 @@ impl Default for ChatSettings {
             sends_per_minute: 30,
             reconcile_secs: 30,
             resume_max_messages: 1000,
+            member_list_max: 100,
         }
     }
 }
@@ -515,6 +519,9 @@ impl Settings {
         }
         if chat.max_body_chars == 0 {
             return invalid("chat.max_body_chars", "must be at least 1");
+        }
+        if chat.member_list_max == 0 {
+            return invalid("chat.member_list_max", "must be at least 1");
         }
         if chat.max_events_per_poll == 0 {
             return invalid("chat.max_events_per_poll", "must be at least 1");

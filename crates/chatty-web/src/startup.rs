@@ -166,6 +166,7 @@ impl Application {
                 room_idle: Duration::from_secs(chat.room_idle_secs),
                 gap_fill_delay: Duration::from_millis(200),
                 resume_max_messages: chat.resume_max_messages,
+                member_list_max: chat.member_list_max,
             },
         );
         if settings.auth.token_secret.expose().is_empty() {

@@ -78,6 +78,7 @@ pub async fn join(
             page: room.page,
         },
         members: snapshot.members,
+        member_count: snapshot.member_count,
         messages: snapshot.messages,
         cursor: snapshot.cursor,
         poll_interval_ms: state.settings.chat.poll_interval_ms,

@@ -126,3 +126,28 @@ async fn a_client_with_an_unknown_presence_epoch_gets_the_full_member_list() {
     let names: Vec<_> = members.iter().map(|m| m.nickname.as_str()).collect();
     assert_eq!(names, vec!["Ann", "Bob"]);
 }
+
+#[tokio::test]
+async fn a_room_larger_than_the_member_list_cap_lists_a_sample_and_the_exact_count() {
+    let app = spawn_app_with(|s| s.chat.member_list_max = 2).await;
+    app.join("Ann").await;
+    app.join("Bob").await;
+    let cleo = app.join("Cleo").await;
+    assert_eq!(cleo.member_count, 3);
+    assert_eq!(cleo.members.len(), 2, "a sample of the cap's size");
+    // A client whose presence position is unknown gets the same shape.
+    let stale = RoomCursor {
+        epoch: cleo.cursor.epoch.wrapping_add(1),
+        ..cleo.cursor
+    };
+    let poll = poll_events(&app, &cleo, stale).await;
+    let (members, count) = poll
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Members { members, count, .. } => Some((members.len(), *count)),
+            _ => None,
+        })
+        .expect("a members event");
+    assert_eq!((members, count), (2, 3));
+}
