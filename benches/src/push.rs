@@ -1,11 +1,12 @@
 //! `chatty-bench push`: WebSocket visitors against one node.
 //!
-//! 1. **join** `--visitors` guests (HTTP, `--join-concurrency` at a time),
-//!    `--room-size` per room (page-scoped rooms `/bench/room-N`; 0 = all in
-//!    one room);
-//! 2. **connect** one WebSocket per visitor at `--ramp-per-sec`, each from
-//!    one of `--source-ips` loopback addresses (127.0.0.2, .3, …) so that
-//!    tens of thousands of sockets do not run out of ephemeral ports;
+//! 1. **join** `--visitors` guests (HTTP), `--room-size` per room
+//!    (page-scoped rooms `/bench/room-N`; 0 = all in one room), ramped at
+//!    `--ramp-per-sec` with `--join-concurrency` in flight;
+//! 2. **connect** each visitor's WebSocket right after its join, as the
+//!    widget does, from one of `--source-ips` loopback addresses
+//!    (127.0.0.2, .3, …) so that tens of thousands of sockets do not run
+//!    out of ephemeral ports;
 //! 3. **settle** for `--settle-secs` with everyone idle, then read the
 //!    server's resident memory (`/proc/PID/status`, with `--server-pid`);
 //! 4. **measure** for `--duration-secs`: `--rate` messages per second in
@@ -16,7 +17,9 @@
 //!    seqs arrive contiguously (gaps = lost, repeats = duplicated);
 //! 5. **drain** for a few seconds, then report: connections held, server
 //!    RSS per connection, deliveries expected/received/lost/duplicated,
-//!    latency percentiles, and server CPU (`/proc/PID/stat`): CPU-seconds
+//!    latency percentiles, server resident memory per visitor (its join
+//!    state and its connection: RSS after settling minus RSS before the
+//!    first join, over the visitors), and server CPU (`/proc/PID/stat`): CPU-seconds
 //!    per 1000 visitor-minutes and deliveries per CPU-second.
 //!
 //! Traffic goes only to the URL given (loopback in our benchmarks), and
@@ -195,10 +198,31 @@ async fn receive(
             }
         };
         let now_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let Ok(batch) = serde_json::from_str::<BatchLite<'_>>(text.as_str()) else {
-            continue;
+        // The client shares the cores with the server: live frames (one
+        // message each) are read without a JSON parser.
+        let single = fast_single_message(text.as_str());
+        let parsed;
+        let messages: Vec<(u64, &str)> = match single {
+            Some(one) => vec![one],
+            None => {
+                let Ok(batch) = serde_json::from_str::<BatchLite<'_>>(text.as_str()) else {
+                    continue;
+                };
+                parsed = batch;
+                parsed
+                    .events
+                    .iter()
+                    .filter_map(|e| e.message.as_ref())
+                    .map(|m| (m.seq, m.client_message_id))
+                    .collect()
+            }
         };
-        for message in batch.events.iter().filter_map(|e| e.message.as_ref()) {
+        for (seq, client_message_id) in messages {
+            let message = MessageLite {
+                seq,
+                client_message_id,
+            };
+            let message = &message;
             match last_seq {
                 Some(last) if message.seq <= last => {
                     totals.duplicated.fetch_add(1, Ordering::Relaxed);
@@ -223,6 +247,23 @@ async fn receive(
         }
     }
     received
+}
+
+/// `(seq, client_message_id)` of a frame that holds exactly one event, a
+/// message (every live frame of this benchmark); `None` for anything else,
+/// which then goes through the JSON parser.
+fn fast_single_message(frame: &str) -> Option<(u64, &str)> {
+    const TYPE: &str = "\"type\":\"message\"";
+    if frame.matches("\"type\":").count() != 1 || !frame.contains(TYPE) {
+        return None;
+    }
+    let after_seq = &frame[frame.find("\"seq\":")? + 6..];
+    let seq_end = after_seq.find(|c: char| !c.is_ascii_digit())?;
+    let seq = after_seq[..seq_end].parse().ok()?;
+    let key = "\"client_message_id\":\"";
+    let after_id = &frame[frame.find(key)? + key.len()..];
+    let id = &after_id[..after_id.find('"')?];
+    Some((seq, id))
 }
 
 /// A tiny broadcast "stop" signal (a watch channel).
@@ -299,34 +340,14 @@ pub async fn run(args: PushArgs) -> Result<()> {
         .build()?;
     let before = proc_sample(args.server_pid);
 
-    // 1. Joins.
-    let started = Instant::now();
+    // 1–2. Each visitor joins, then opens its WebSocket at once (as the
+    // widget does), ramped at --ramp-per-sec with --join-concurrency in
+    // flight.
     let room_size = if args.room_size == 0 {
         args.visitors
     } else {
         args.room_size
     };
-    let guests: Vec<JoinResponse> = futures_util::stream::iter(0..args.visitors)
-        .map(|i| {
-            let client = client.clone();
-            let url = args.url.clone();
-            let site = args.site.clone();
-            async move { join_one(&client, &url, &site, i, i / room_size).await }
-        })
-        .buffered(args.join_concurrency)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
-    let joined_in = started.elapsed();
-    let after_joins = proc_sample(args.server_pid);
-    eprintln!(
-        "joined {} visitors in {:.1} s",
-        guests.len(),
-        joined_in.as_secs_f64()
-    );
-
-    // 2. WebSockets, ramped.
     let run_start = Instant::now();
     let totals = Arc::new(Totals {
         latency_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
@@ -336,47 +357,53 @@ pub async fn run(args: PushArgs) -> Result<()> {
         closed_early: AtomicU64::new(0),
     });
     let (stop_tx, stop) = tokio_util_stop::Stop::new();
-    let mut receivers = Vec::with_capacity(guests.len());
-    let mut connect_errors: HashMap<String, u64> = HashMap::new();
     let ramp_gap = Duration::from_secs_f64(1.0 / args.ramp_per_sec.max(1) as f64);
     let connect_started = Instant::now();
-    let mut pending = futures_util::stream::FuturesUnordered::new();
-    for (i, guest) in guests.iter().enumerate() {
-        let source = IpAddr::V4(Ipv4Addr::new(
-            127,
-            0,
-            0,
-            2 + u8::try_from(i % usize::from(args.source_ips.max(1))).unwrap_or(0),
-        ));
-        let url = args.url.clone();
-        let guest = guest.clone();
-        pending.push(async move { (connect_ws(&url, &guest, source, server).await, guest) });
-        // Keep the ramp rate; collect finished handshakes as we go.
-        let due = connect_started + ramp_gap * u32::try_from(i + 1).unwrap_or(u32::MAX);
-        while let Ok(Some((result, guest))) =
-            tokio::time::timeout_at(due.into(), pending.next()).await
-        {
-            match result {
-                Ok(ws) => receivers.push((
-                    guest.room.id,
-                    tokio::spawn(receive(ws, run_start, Arc::clone(&totals), stop.clone())),
-                )),
-                Err(e) => *connect_errors.entry(e.to_string()).or_default() += 1,
+    let source_ips = usize::from(args.source_ips.max(1));
+    let outcomes: Vec<Result<(JoinResponse, tokio::task::JoinHandle<u64>)>> =
+        futures_util::stream::iter(0..args.visitors)
+            .map(|i| {
+                let client = client.clone();
+                let url = args.url.clone();
+                let site = args.site.clone();
+                let totals = Arc::clone(&totals);
+                let stop = stop.clone();
+                async move {
+                    let due = connect_started + ramp_gap * u32::try_from(i).unwrap_or(u32::MAX);
+                    tokio::time::sleep_until(due.into()).await;
+                    let guest = join_one(&client, &url, &site, i, i / room_size).await?;
+                    let source = IpAddr::V4(Ipv4Addr::new(
+                        127,
+                        0,
+                        0,
+                        2 + u8::try_from(i % source_ips).unwrap_or(0),
+                    ));
+                    let ws = connect_ws(&url, &guest, source, server).await?;
+                    let receiver = tokio::spawn(receive(ws, run_start, totals, stop));
+                    Ok((guest, receiver))
+                }
+            })
+            .buffer_unordered(args.join_concurrency)
+            .collect()
+            .await;
+    let mut guests = Vec::with_capacity(outcomes.len());
+    let mut receivers = Vec::with_capacity(outcomes.len());
+    let mut connect_errors: HashMap<String, u64> = HashMap::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok((guest, receiver)) => {
+                receivers.push((guest.room.id, receiver));
+                guests.push(guest);
             }
-        }
-    }
-    while let Some((result, guest)) = pending.next().await {
-        match result {
-            Ok(ws) => receivers.push((
-                guest.room.id,
-                tokio::spawn(receive(ws, run_start, Arc::clone(&totals), stop.clone())),
-            )),
             Err(e) => *connect_errors.entry(e.to_string()).or_default() += 1,
         }
     }
+    if guests.is_empty() {
+        bail!("no visitor could connect: {connect_errors:?}");
+    }
     let connected = receivers.len();
     eprintln!(
-        "connected {connected} WebSockets in {:.1} s ({} failed)",
+        "joined and connected {connected} WebSocket visitors in {:.1} s ({} failed)",
         connect_started.elapsed().as_secs_f64(),
         connect_errors.values().sum::<u64>()
     );
@@ -458,12 +485,6 @@ pub async fn run(args: PushArgs) -> Result<()> {
         (Some(a), Some(b)) => Some((b.cpu_ticks - a.cpu_ticks) as f64 / TICKS_PER_SEC),
         _ => None,
     };
-    let rss_per_connection = match (after_joins, idle) {
-        (Some(a), Some(b)) if connected > 0 => {
-            Some((b.rss_kib as f64 - a.rss_kib as f64) * 1024.0 / connected as f64)
-        }
-        _ => None,
-    };
     let rss_per_visitor = match (before, idle) {
         (Some(a), Some(b)) if connected > 0 => {
             Some((b.rss_kib as f64 - a.rss_kib as f64) * 1024.0 / connected as f64)
@@ -478,11 +499,9 @@ pub async fn run(args: PushArgs) -> Result<()> {
         "connect_errors": connect_errors,
         "server_rss_kib": {
             "before": before.map(|s| s.rss_kib),
-            "after_joins": after_joins.map(|s| s.rss_kib),
             "idle_connected": idle.map(|s| s.rss_kib),
         },
-        "rss_bytes_per_connection": rss_per_connection,
-        "rss_bytes_per_visitor_incl_join": rss_per_visitor,
+        "rss_bytes_per_visitor": rss_per_visitor,
         "rate": args.rate,
         "window_secs": window.as_secs_f64(),
         "sent": sent,
@@ -535,6 +554,18 @@ async fn scrape_gauge(client: &reqwest::Client, url: &str, series: &str) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_frame_is_read_without_the_parser_and_agrees_with_it() {
+        let frame = r#"{"events":[{"type":"message","message":{"seq":42,"room_id":3,"guest_id":"g","nickname":"N","body":"x \"seq\":1","created_at":"t","client_message_id":"b-7-99"}}],"cursor":"42.a.1","more":false}"#;
+        assert_eq!(fast_single_message(frame), Some((42, "b-7-99")));
+        let parsed: BatchLite<'_> = serde_json::from_str(frame).expect("json");
+        let m = parsed.events[0].message.as_ref().expect("message");
+        assert_eq!((m.seq, m.client_message_id), (42, "b-7-99"));
+        let two =
+            r#"{"events":[{"type":"join"},{"type":"message"}],"cursor":"1.a.1","more":false}"#;
+        assert_eq!(fast_single_message(two), None);
+    }
 
     #[test]
     fn the_send_time_travels_in_the_client_message_id() {

@@ -125,8 +125,13 @@ struct RoomInner {
     /// Woken on every change (long-polls wait on it).
     changed: Arc<Notify>,
     stats: Arc<FanoutStats>,
-    /// Most members listed in a `members` event.
+    /// Most members listed in a `members` event. A room with more members
+    /// than this is *large*: its join/leave events are coalesced.
     member_list_max: usize,
+    /// A large room changed since its last `members` announcement.
+    presence_dirty: bool,
+    /// The `members` event of (epoch, version), built once per version.
+    members_cache: Option<(u32, u64, Arc<str>)>,
 }
 
 /// One room's state on this node.
@@ -282,6 +287,39 @@ impl RoomInner {
             changed: Arc::new(Notify::new()),
             stats: Arc::new(FanoutStats::default()),
             member_list_max: usize::MAX,
+            presence_dirty: false,
+            members_cache: None,
+        }
+    }
+
+    /// Is the room too large for one event per join and leave? In a room of
+    /// 10,000 every join would be 10,000 deliveries, and a reconnect wave
+    /// (a node restarting) 10,000²: a large room instead announces one
+    /// `members` event (a sample and the count) per presence flush.
+    fn coalesced(&self) -> bool {
+        self.members.len() > self.member_list_max
+    }
+
+    /// The `members` event of the current presence version (cached).
+    fn current_members_event(&mut self) -> Arc<str> {
+        if let Some((epoch, version, json)) = &self.members_cache
+            && *epoch == self.epoch
+            && *version == self.presence_version
+        {
+            return Arc::clone(json);
+        }
+        let json = self.members_event(self.member_list_max);
+        self.members_cache = Some((self.epoch, self.presence_version, Arc::clone(&json)));
+        json
+    }
+
+    /// Announces a large room's coalesced presence changes, if any (called
+    /// once per presence flush).
+    fn flush_presence(&mut self) {
+        if self.presence_dirty {
+            self.presence_dirty = false;
+            let members = self.current_members_event();
+            self.announce(&members);
         }
     }
 
@@ -374,7 +412,15 @@ impl RoomInner {
         }
         self.presence_version = change.version;
         let event = event_json(&client_event(change));
-        self.announce(&event);
+        if self.coalesced() {
+            self.presence_dirty = true;
+        } else if self.presence_dirty {
+            // The room just became small again with coalesced changes not
+            // yet announced: one `members` event covers them and this one.
+            self.flush_presence();
+        } else {
+            self.announce(&event);
+        }
         self.presence_log.push_back((change.version, event));
         while self.presence_log.len() > log_capacity {
             self.presence_log.pop_front();
@@ -432,10 +478,11 @@ impl RoomInner {
         self.members = snapshot.members.into_iter().collect();
         self.presence_log.clear();
         self.presence_stale = false;
+        self.presence_dirty = false;
         if self.subscribers.is_empty() {
             self.changed.notify_waiters();
         } else {
-            let members = self.members_event(self.member_list_max);
+            let members = self.current_members_event();
             self.announce(&members);
         }
         self.drain_presence(log_capacity);
@@ -468,7 +515,7 @@ impl RoomInner {
 
     /// Presence events a client at `cursor` has not seen: a diff from the
     /// log when it covers the client's position, else a full snapshot.
-    fn presence_since(&self, cursor: &RoomCursor) -> Vec<Arc<str>> {
+    fn presence_since(&mut self, cursor: &RoomCursor) -> Vec<Arc<str>> {
         if cursor.epoch == self.epoch && cursor.presence == self.presence_version {
             return Vec::new();
         }
@@ -477,6 +524,9 @@ impl RoomInner {
             // nothing rather than "nobody is here"; the next poll carries
             // the member list.
             return Vec::new();
+        }
+        if self.coalesced() {
+            return vec![self.current_members_event()];
         }
         let log_start = self
             .presence_log
@@ -493,7 +543,7 @@ impl RoomInner {
                 .map(|(_, json)| Arc::clone(json))
                 .collect();
         }
-        vec![self.members_event(self.member_list_max)]
+        vec![self.current_members_event()]
     }
 }
 
@@ -948,6 +998,7 @@ impl Hub {
         let now = Instant::now();
         for room in &rooms {
             let mut inner = lock(room);
+            inner.flush_presence();
             let mut guests: Vec<(String, String)> = inner.touched.drain().collect();
             if !inner.subscribers.is_empty()
                 && now.saturating_duration_since(inner.subscribers_refreshed) >= refresh_every
@@ -1399,6 +1450,64 @@ mod tests {
             presence: 0,
         };
         assert_eq!(inner.presence_since(&stale).len(), 1);
+    }
+
+    #[test]
+    fn a_large_room_coalesces_joins_and_leaves_into_one_members_event_per_flush() {
+        let mut inner = RoomInner::new(Instant::now());
+        inner.member_list_max = 2;
+        inner.apply_snapshot(snapshot(1, 0, &[]), 16);
+        let (sender, mut queue) = mpsc::channel(64);
+        inner.subscribers.insert(
+            1,
+            sender,
+            Arc::new(GuestClaims {
+                site_id: 1,
+                room_id: 1,
+                guest_id: "s".into(),
+                nickname: "S".into(),
+                expires_at: 0,
+            }),
+        );
+        let types = |queue: &mut SubscriberQueue| {
+            let mut out = Vec::new();
+            while let Ok(frame) = queue.try_recv() {
+                let batch: serde_json::Value = serde_json::from_str(&frame.json).expect("json");
+                for event in batch["events"].as_array().cloned().unwrap_or_default() {
+                    out.push(event["type"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+            out
+        };
+        for (version, guest) in [(1, "a"), (2, "b")] {
+            inner.accept_presence(change(1, version, guest, PresenceKind::Join), 16);
+        }
+        assert_eq!(
+            types(&mut queue),
+            vec!["join", "join"],
+            "a small room: one event each"
+        );
+        for (version, guest) in [(3, "c"), (4, "d"), (5, "e")] {
+            inner.accept_presence(change(1, version, guest, PresenceKind::Join), 16);
+        }
+        assert!(
+            types(&mut queue).is_empty(),
+            "a large room waits for the flush"
+        );
+        inner.flush_presence();
+        assert_eq!(types(&mut queue), vec!["members"]);
+        inner.flush_presence();
+        assert!(types(&mut queue).is_empty(), "nothing new, nothing sent");
+        // Shrinking back: the change that makes it small is covered by one
+        // members event when coalesced changes were pending…
+        inner.accept_presence(change(1, 6, "e", PresenceKind::Left), 16);
+        inner.accept_presence(change(1, 7, "d", PresenceKind::Left), 16);
+        assert!(types(&mut queue).is_empty(), "three members: still large");
+        inner.accept_presence(change(1, 8, "c", PresenceKind::Left), 16);
+        assert_eq!(types(&mut queue), vec!["members"]);
+        // …and then it is one event per change again.
+        inner.accept_presence(change(1, 9, "b", PresenceKind::Left), 16);
+        assert_eq!(types(&mut queue), vec!["leave"]);
     }
 
     #[test]

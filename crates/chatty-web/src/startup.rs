@@ -313,6 +313,10 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
     // Bounds the wait for a request head, the WebSocket handshake included.
     .client_request_timeout(Duration::from_millis(push.handshake_timeout_ms))
     .backlog(4096)
+    // Push frames are small writes that must leave at once: without this,
+    // Nagle's algorithm holds a frame until the previous one is
+    // acknowledged (up to the peer's delayed-ACK timer, 40 ms).
+    .tcp_nodelay(true)
     // Per worker; push connections are long-lived.
     .max_connections(push.max_connections.max(25_000))
     .on_connect(move |connection, _| {
