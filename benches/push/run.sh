@@ -66,4 +66,5 @@ done
 target/release/chatty-bench push \
   --url "http://127.0.0.1:$port" \
   --visitors "$visitors" --room-size "$room_size" --rate "$rate" \
-  --duration-secs "$duration" --server-pid "$server_pid" --json-out "$out"
+  --duration-secs "$duration" --settle-secs "${SETTLE:-15}" \
+  --server-pid "$server_pid" --json-out "$out"

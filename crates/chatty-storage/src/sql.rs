@@ -195,18 +195,15 @@ impl SqlStore {
             .await?)
     }
 
+    /// One transaction of five round trips: `BEGIN`, the `UPDATE` that
+    /// numbers the message under the room's row lock, the `SELECT` of that
+    /// number, the `INSERT`, `COMMIT`. A retry (same client id) is not looked
+    /// up first: its `INSERT` hits the unique key, the transaction rolls
+    /// back (taking the number back with it, so no gap) and the stored
+    /// original is returned. Retries are rare; every send saves the lookup.
     async fn post_message_unbounded(&self, new: NewMessage) -> Result<PostOutcome, StoreError> {
         let _writer = self.write_lock().await;
         let txn = self.db.begin().await?;
-        if let Some(existing) =
-            Self::find_by_client_id(&txn, new.room_id, new.client_message_id.as_str()).await?
-        {
-            txn.commit().await?;
-            return Ok(PostOutcome {
-                message: stored(existing)?,
-                created: false,
-            });
-        }
         let bumped = room::Entity::update_many()
             .col_expr(
                 room::Column::LastSeq,
@@ -223,23 +220,38 @@ impl SqlStore {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("room {}", new.room_id)))?
             .last_seq;
-        let inserted = message::ActiveModel {
-            room_id: Set(new.room_id),
-            seq: Set(seq),
-            guest_id: Set(new.guest_id.clone()),
-            nickname: Set(new.nickname.as_str().to_owned()),
-            body: Set(new.body.as_str().to_owned()),
-            client_message_id: Set(new.client_message_id.as_str().to_owned()),
-            created_at_ms: Set(new.created_at.timestamp_millis()),
+        let model = message::Model {
+            id: 0,
+            room_id: new.room_id,
+            seq,
+            guest_id: new.guest_id.clone(),
+            nickname: new.nickname.as_str().to_owned(),
+            body: new.body.as_str().to_owned(),
+            client_message_id: new.client_message_id.as_str().to_owned(),
+            created_at_ms: new.created_at.timestamp_millis(),
+        };
+        // `exec`, not `insert`: sea-orm's `insert` reads the row back with
+        // another round trip, and every value is already known here.
+        let inserted = message::Entity::insert(message::ActiveModel {
+            room_id: Set(model.room_id),
+            seq: Set(model.seq),
+            guest_id: Set(model.guest_id.clone()),
+            nickname: Set(model.nickname.clone()),
+            body: Set(model.body.clone()),
+            client_message_id: Set(model.client_message_id.clone()),
+            created_at_ms: Set(model.created_at_ms),
             ..Default::default()
-        }
-        .insert(&txn)
+        })
+        .exec(&txn)
         .await;
         match inserted {
-            Ok(model) => {
+            Ok(result) => {
                 txn.commit().await?;
                 Ok(PostOutcome {
-                    message: stored(model)?,
+                    message: stored(message::Model {
+                        id: result.last_insert_id,
+                        ..model
+                    })?,
                     created: true,
                 })
             }

@@ -76,6 +76,7 @@ backend_tests!(
     posting_to_a_missing_room_is_not_found,
     sequence_numbers_are_per_room,
     upserting_a_site_updates_it_in_place,
+    a_send_is_three_statements_in_its_transaction,
 );
 
 async fn messages_get_contiguous_sequence_numbers_from_one(backend: Backend) {
@@ -401,4 +402,45 @@ async fn nodes_starting_together_on_a_fresh_mysql_database_all_start() {
             None
         );
     }
+}
+
+/// The send is the durable hot path: its statement count is part of its
+/// cost (each is a round trip to MySQL). `BEGIN`/`COMMIT` are not counted
+/// by the statement counter; the `UPDATE` that numbers the message, the
+/// `SELECT` of the number and the `INSERT` are.
+async fn a_send_is_three_statements_in_its_transaction(backend: Backend) {
+    let f = fixture(backend).await;
+    let stats = f.store.stats();
+    let before = stats.queries();
+    let first = f
+        .store
+        .post_message(new_message(f.room.id, "count-1", "one"))
+        .await
+        .expect("post");
+    assert!(first.created);
+    assert_eq!(stats.queries() - before, 3, "UPDATE, SELECT, INSERT");
+    // A retry pays for the failed INSERT and one lookup of the original,
+    // and takes no number.
+    let before = stats.queries();
+    let retry = f
+        .store
+        .post_message(new_message(f.room.id, "count-1", "one"))
+        .await
+        .expect("retry");
+    assert!(!retry.created);
+    assert_eq!(retry.message, first.message);
+    assert_eq!(
+        stats.queries() - before,
+        4,
+        "UPDATE, SELECT, failed INSERT, lookup"
+    );
+    let next = f
+        .store
+        .post_message(new_message(f.room.id, "count-2", "two"))
+        .await
+        .expect("post");
+    assert_eq!(
+        next.message.seq, 2,
+        "the retry's rolled-back number is reused"
+    );
 }
