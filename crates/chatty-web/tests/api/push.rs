@@ -453,6 +453,72 @@ async fn a_silent_websocket_client_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_websocket_client_that_answers_pings_outlives_the_idle_timeout() {
+    let app = spawn_app_with(|s| {
+        s.push.ping_interval_secs = 1;
+        s.push.idle_timeout_secs = 2;
+    })
+    .await;
+    let bob = app.join("Bob").await;
+    let mut ws = WsClient::connect(&ws_url(&app.address, &bob, &bob.cursor.to_string()), None)
+        .await
+        .expect("upgraded");
+    // Reading lets tungstenite answer the server's pings with pongs.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(3500);
+    let mut pings = 0;
+    while let Ok(item) =
+        tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut ws.stream)).await
+    {
+        match item {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                panic!("closed although it answered pings: {frame:?}")
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("connection failed: {e}"),
+            None => panic!("connection ended"),
+        }
+    }
+    assert!(pings >= 2, "the server pinged every second ({pings} pings)");
+    assert_eq!(app.state.connections.total(), 1, "still connected");
+}
+
+#[tokio::test]
+async fn sse_sends_keep_alive_comments() {
+    let app = spawn_app_with(|s| s.push.sse_keepalive_secs = 1).await;
+    let bob = app.join("Bob").await;
+    let mut sse = SseClient::connect(&app.address, &bob, &bob.cursor.to_string(), None)
+        .await
+        .expect("stream");
+    let comments = sse.comments_within(Duration::from_millis(2500)).await;
+    assert!(
+        comments >= 2,
+        "a keep-alive comment every second ({comments})"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_no_request_head_is_dropped_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_app_with(|s| s.push.handshake_timeout_ms = 300).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut silent = tokio::net::TcpStream::connect(&address).await.expect("tcp");
+    let mut buffer = [0u8; 512];
+    // The server closes it (possibly after a 408) after 0.3 s: reads end
+    // well before this bound, which is below actix's default of 5 s.
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match silent.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the silent connection was closed");
+}
+
+#[tokio::test]
 async fn draining_closes_websockets_with_1012_and_ends_sse_and_long_polls() {
     let mut app = spawn_app_with(|s| s.server.shutdown_timeout_secs = 20).await;
     let bob = app.join("Bob").await;

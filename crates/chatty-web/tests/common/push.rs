@@ -200,6 +200,21 @@ impl SseClient {
         }
     }
 
+    /// Reads for `duration` and returns how many comment lines (keep-alives)
+    /// arrived; data records read meanwhile are dropped.
+    pub async fn comments_within(&mut self, duration: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + duration;
+        loop {
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Ok(Ok(Some(bytes))) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    self.comments += text.lines().filter(|l| l.starts_with(':')).count();
+                }
+                Ok(Ok(None) | Err(_)) | Err(_) => return self.comments,
+            }
+        }
+    }
+
     /// The next batch of events; panics on anything else.
     pub async fn next_batch(&mut self) -> PollResponse {
         let record = self.next_record().await.expect("a record");
