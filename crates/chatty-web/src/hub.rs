@@ -1080,6 +1080,18 @@ impl Hub {
                     let (body, next) = self
                         .older_batch(room, &cursor, &presence, &snapshot)
                         .await?;
+                    if next.seq == cursor.seq {
+                        // Nothing stored after the cursor although the
+                        // window starts later: it cannot be resumed from
+                        // (an answer with `more` would be polled forever).
+                        let reset = reset_event(ResetReason::ResumeFailed);
+                        return Ok(PollAnswer::Events {
+                            body: batch_json(std::iter::once(&*reset), &snapshot, false),
+                            cursor: snapshot,
+                            path: PollPath::Reset,
+                            has_events: true,
+                        });
+                    }
                     return Ok(PollAnswer::Events {
                         body,
                         cursor: next,
@@ -1270,6 +1282,15 @@ impl Hub {
                         presence: inner.presence_since(&cursor),
                         snapshot: current,
                     },
+                    Position::InWindow if self.is_draining() => {
+                        // Checked again under the room lock: a drain that
+                        // started after the check above has not reached
+                        // this room yet and would miss this subscriber.
+                        return Err(ApiError::client(
+                            ErrorCode::Draining,
+                            "This node is shutting down: connect again (to another node).",
+                        ));
+                    }
                     Position::InWindow => {
                         // Everything up to now, then registration under the
                         // same lock: the live frames start right after.
@@ -1307,14 +1328,22 @@ impl Hub {
                     let (body, next) = self
                         .older_batch(room, &cursor, &presence, &snapshot)
                         .await?;
-                    if next == cursor {
-                        // Nothing was found below the window: the history
-                        // and the store disagree with the window, which
-                        // cannot be resumed from. Start over.
-                        return Err(ApiError::Internal(format!(
-                            "room {}: no messages found after seq {}",
-                            room.id, cursor.seq
+                    if next.seq == cursor.seq {
+                        // Nothing is stored after the cursor although the
+                        // window starts later (messages removed since):
+                        // this cursor cannot be resumed from.
+                        let reset = reset_event(ResetReason::ResumeFailed);
+                        catch_up.push_back(Arc::new(LiveFrame::new(
+                            std::iter::once(&*reset),
+                            snapshot,
+                            false,
                         )));
+                        return Ok(Subscription {
+                            room: Arc::clone(room),
+                            id: 0,
+                            catch_up,
+                            queue: None,
+                        });
                     }
                     catch_up.push_back(Arc::new(LiveFrame::from_json(body, next)));
                     cursor = next;
