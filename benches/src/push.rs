@@ -3,8 +3,8 @@
 //! 1. **join** `--visitors` guests (HTTP), `--room-size` per room
 //!    (page-scoped rooms `/bench/room-N`; 0 = all in one room), ramped at
 //!    `--ramp-per-sec` with `--join-concurrency` in flight;
-//! 2. **connect** each visitor's WebSocket right after its join, as the
-//!    widget does, from one of `--source-ips` loopback addresses
+//! 2. **connect** each visitor's WebSocket right after its join, as a
+//!    widget would, from one of `--source-ips` loopback addresses
 //!    (127.0.0.2, .3, …) so that tens of thousands of sockets do not run
 //!    out of ephemeral ports;
 //! 3. **settle** for `--settle-secs` with everyone idle, then read the

@@ -3,7 +3,8 @@
 //! Chatty authenticates with a bearer token, never with cookies, so the
 //! API can be shared with any origin (`Access-Control-Allow-Origin: *`)
 //! without CSRF exposure; which sites may use Chatty is decided by the
-//! site's allowed origins at join (403 `origin_not_allowed`), not by CORS.
+//! site's allowed origins at join and at every WebSocket or SSE handshake
+//! (403 `origin_not_allowed`), not by CORS.
 //! A constant `*` also means responses do not vary by origin (no `Vary`),
 //! and requests without an `Origin` (same-origin, curl, load tests) are
 //! left untouched.
@@ -17,7 +18,10 @@ use actix_web::middleware::Next;
 
 const ANY: HeaderValue = HeaderValue::from_static("*");
 const METHODS: HeaderValue = HeaderValue::from_static("GET, POST");
-const HEADERS: HeaderValue = HeaderValue::from_static("Authorization, Content-Type, If-None-Match");
+/// `Last-Event-ID` is not a CORS-safelisted header: a reconnecting
+/// cross-origin `EventSource` may be preflighted for it.
+const HEADERS: HeaderValue =
+    HeaderValue::from_static("Authorization, Content-Type, If-None-Match, Last-Event-ID");
 const EXPOSED: HeaderValue = HeaderValue::from_static("ETag, Retry-After");
 /// Browsers cache a preflight this long (Chrome caps it at 2 hours).
 const MAX_AGE: HeaderValue = HeaderValue::from_static("86400");

@@ -81,6 +81,9 @@ pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
     let mut response = HttpResponse::build(status);
     if code.http_status() == 503 {
         response.insert_header(("Retry-After", "1"));
+    } else if code == ErrorCode::TooManyConnections {
+        // Slots come back as this address's connections close.
+        response.insert_header(("Retry-After", "5"));
     }
     response
         .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))

@@ -47,6 +47,10 @@ pub struct LiveFrame {
     pub cursor: RoomCursor,
     /// `{"events":[…],"cursor":"…","more":false}`.
     pub json: ByteString,
+    /// Can a client resume from `cursor`? Not after a `reset`: its SSE
+    /// record then has no `id:`, so an `EventSource` that reconnects by
+    /// itself keeps its last good position instead of skipping ahead.
+    resumable: bool,
     ws: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
 }
@@ -62,8 +66,17 @@ impl LiveFrame {
         Self {
             cursor,
             json: ByteString::from(json),
+            resumable: true,
             ws: OnceLock::new(),
             sse: OnceLock::new(),
+        }
+    }
+
+    /// A frame holding a `reset` event: not a position to resume from.
+    pub fn reset(event: &str, cursor: RoomCursor) -> Self {
+        Self {
+            resumable: false,
+            ..Self::new(std::iter::once(event), cursor, false)
         }
     }
 
@@ -82,9 +95,12 @@ impl LiveFrame {
             .get_or_init(|| {
                 let cursor = self.cursor.to_string();
                 let mut out = BytesMut::with_capacity(self.json.len() + cursor.len() + 16);
-                out.extend_from_slice(b"id: ");
-                out.extend_from_slice(cursor.as_bytes());
-                out.extend_from_slice(b"\ndata: ");
+                if self.resumable {
+                    out.extend_from_slice(b"id: ");
+                    out.extend_from_slice(cursor.as_bytes());
+                    out.extend_from_slice(b"\n");
+                }
+                out.extend_from_slice(b"data: ");
                 // The JSON is one line: serde_json escapes newlines in strings.
                 out.extend_from_slice(self.json.as_bytes());
                 out.extend_from_slice(b"\n\n");
@@ -290,5 +306,11 @@ mod tests {
             )
         );
         assert_eq!(sse.as_ptr(), f.sse().as_ptr());
+        let reset = LiveFrame::reset("{\"type\":\"reset\"}", f.cursor);
+        assert!(
+            std::str::from_utf8(&reset.sse())
+                .is_ok_and(|r| r.starts_with("data: ") && !r.contains("id:")),
+            "a reset is not a position to resume from"
+        );
     }
 }

@@ -1078,7 +1078,7 @@ impl Hub {
                 }
                 PollPlan::Older { presence, snapshot } => {
                     let (body, next) = self
-                        .older_batch(room, &cursor, &presence, &snapshot)
+                        .older_batch(room, &cursor, &presence, &snapshot, true)
                         .await?;
                     if next.seq == cursor.seq {
                         // Nothing stored after the cursor although the
@@ -1107,12 +1107,16 @@ impl Hub {
     /// `snapshot.seq`, at most `max_events_per_poll`), from the bus history
     /// (Redis) when it has them, else from the store, as one batch after
     /// the presence events; with the cursor the batch ends at.
+    /// `for_poll`: say `more: true` when messages remain (a poller asks
+    /// again at once); push frames always say `false` (the next frame
+    /// follows by itself).
     async fn older_batch(
         &self,
         room: &RoomState,
         cursor: &RoomCursor,
         presence: &[Arc<str>],
         snapshot: &RoomCursor,
+        for_poll: bool,
     ) -> Result<(String, RoomCursor), ApiError> {
         let limit = self.settings.max_events_per_poll;
         let wanted = usize::try_from(snapshot.seq - cursor.seq)
@@ -1144,7 +1148,7 @@ impl Hub {
         let body = batch_json(
             presence.iter().chain(jsons.iter()).map(|s| &**s),
             &next,
-            last < snapshot.seq,
+            for_poll && last < snapshot.seq,
         );
         Ok((body, next))
     }
@@ -1266,11 +1270,7 @@ impl Hub {
                     Position::Ahead => SubscribePlan::CatchUp,
                     Position::Reset(reason) => {
                         let reset = reset_event(reason);
-                        catch_up.push_back(Arc::new(LiveFrame::new(
-                            std::iter::once(&*reset),
-                            current,
-                            false,
-                        )));
+                        catch_up.push_back(Arc::new(LiveFrame::reset(&reset, current)));
                         return Ok(Subscription {
                             room: Arc::clone(room),
                             id: 0,
@@ -1326,18 +1326,14 @@ impl Hub {
                 }
                 SubscribePlan::Older { presence, snapshot } => {
                     let (body, next) = self
-                        .older_batch(room, &cursor, &presence, &snapshot)
+                        .older_batch(room, &cursor, &presence, &snapshot, false)
                         .await?;
                     if next.seq == cursor.seq {
                         // Nothing is stored after the cursor although the
                         // window starts later (messages removed since):
                         // this cursor cannot be resumed from.
                         let reset = reset_event(ResetReason::ResumeFailed);
-                        catch_up.push_back(Arc::new(LiveFrame::new(
-                            std::iter::once(&*reset),
-                            snapshot,
-                            false,
-                        )));
+                        catch_up.push_back(Arc::new(LiveFrame::reset(&reset, snapshot)));
                         return Ok(Subscription {
                             room: Arc::clone(room),
                             id: 0,

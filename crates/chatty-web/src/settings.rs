@@ -572,7 +572,16 @@ impl Settings {
         if chat.reconcile_secs == 0 {
             return invalid("chat.reconcile_secs", "must be at least 1");
         }
+        if chat.resume_max_messages == 0 {
+            return invalid("chat.resume_max_messages", "must be at least 1");
+        }
         let push = &self.push;
+        if push.max_connections == 0 {
+            return invalid("push.max_connections", "must be at least 1");
+        }
+        if push.max_connections_per_ip == 0 {
+            return invalid("push.max_connections_per_ip", "must be at least 1");
+        }
         if push.queue_frames == 0 {
             return invalid("push.queue_frames", "must be at least 1");
         }

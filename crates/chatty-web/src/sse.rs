@@ -9,8 +9,9 @@
 //!
 //! When the server ends the stream it first sends a named `close` event,
 //! `{"reason":"draining"|"slow_consumer"|"reset"}`; an `EventSource` then
-//! reconnects by itself with `Last-Event-ID` (after `reset` the widget
-//! joins again instead).
+//! reconnects by itself with `Last-Event-ID` (after `reset` a client
+//! closes it and joins again; the reset record has no `id:`, so one that
+//! does not close it is not moved past what it missed).
 
 use std::pin::Pin;
 use std::sync::Arc;

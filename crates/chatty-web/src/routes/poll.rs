@@ -111,6 +111,10 @@ pub async fn poll(
             .connections
             .acquire(req.peer_addr().map(|a| a.ip()), Transport::LongPoll)?;
         let deadline = tokio::time::Instant::now() + wait;
+        // A held poll keeps its guest present: it looks again (which notes
+        // the guest, no I/O) a few times per presence timeout.
+        let touch_every =
+            (state.settings.chat.presence_timeout() / 3).max(Duration::from_millis(100));
         loop {
             // Registered before looking, so a change in between wakes us.
             let mut changed = std::pin::pin!(room.changed());
@@ -132,9 +136,10 @@ pub async fn poll(
             {
                 break answer;
             }
+            let wake = deadline.min(tokio::time::Instant::now() + touch_every);
             tokio::select! {
                 () = changed => {}
-                () = tokio::time::sleep_until(deadline) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
     };

@@ -179,6 +179,40 @@ async fn a_long_poll_with_nothing_new_ends_at_its_wait_with_304() {
 }
 
 #[tokio::test]
+async fn guests_held_in_long_polls_stay_present_longer_than_the_presence_timeout() {
+    // Presence timeout: 3 × 500 ms. Both guests only long-poll, for 4 s.
+    let app = spawn_app_with(|s| s.chat.poll_interval_ms = 500).await;
+    let ann = app.join("Ann").await;
+    let bob = app.join("Bob").await;
+    let ann_now: PollResponse = app
+        .poll(&ann, &ann.cursor.to_string(), None)
+        .await
+        .json()
+        .await
+        .expect("poll");
+    let long_poll = |guest: &JoinResponse, cursor: RoomCursor| {
+        app.client
+            .get(app.url(&format!("/api/v1/rooms/{}/events", guest.room.id)))
+            .query(&[("cursor", cursor.to_string().as_str()), ("wait", "4")])
+            .header("If-None-Match", cursor.etag())
+            .bearer_auth(&guest.token)
+            .send()
+    };
+    let (ann_answer, bob_answer) =
+        tokio::join!(long_poll(&ann, ann_now.cursor), long_poll(&bob, bob.cursor));
+    // Had either timed out, its leave would have changed the room and
+    // answered both with a 200 carrying it.
+    assert_eq!(
+        ann_answer.expect("answered").status(),
+        StatusCode::NOT_MODIFIED
+    );
+    assert_eq!(
+        bob_answer.expect("answered").status(),
+        StatusCode::NOT_MODIFIED
+    );
+}
+
+#[tokio::test]
 async fn an_oversize_websocket_frame_closes_with_1009_and_others_keep_going() {
     let app = spawn_app().await;
     let ann = app.join("Ann").await;
