@@ -220,26 +220,17 @@ impl SqlStore {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("room {}", new.room_id)))?
             .last_seq;
-        let model = message::Model {
-            id: 0,
-            room_id: new.room_id,
-            seq,
-            guest_id: new.guest_id.clone(),
-            nickname: new.nickname.as_str().to_owned(),
-            body: new.body.as_str().to_owned(),
-            client_message_id: new.client_message_id.as_str().to_owned(),
-            created_at_ms: new.created_at.timestamp_millis(),
-        };
+        let created_at_ms = new.created_at.timestamp_millis();
         // `exec`, not `insert`: sea-orm's `insert` reads the row back with
         // another round trip, and every value is already known here.
         let inserted = message::Entity::insert(message::ActiveModel {
-            room_id: Set(model.room_id),
-            seq: Set(model.seq),
-            guest_id: Set(model.guest_id.clone()),
-            nickname: Set(model.nickname.clone()),
-            body: Set(model.body.clone()),
-            client_message_id: Set(model.client_message_id.clone()),
-            created_at_ms: Set(model.created_at_ms),
+            room_id: Set(new.room_id),
+            seq: Set(seq),
+            guest_id: Set(new.guest_id.clone()),
+            nickname: Set(new.nickname.as_str().to_owned()),
+            body: Set(new.body.as_str().to_owned()),
+            client_message_id: Set(new.client_message_id.as_str().to_owned()),
+            created_at_ms: Set(created_at_ms),
             ..Default::default()
         })
         .exec(&txn)
@@ -250,7 +241,13 @@ impl SqlStore {
                 Ok(PostOutcome {
                     message: stored(message::Model {
                         id: result.last_insert_id,
-                        ..model
+                        room_id: new.room_id,
+                        seq,
+                        guest_id: new.guest_id,
+                        nickname: new.nickname.into_inner(),
+                        body: new.body.into_inner(),
+                        client_message_id: new.client_message_id.as_str().to_owned(),
+                        created_at_ms,
                     })?,
                     created: true,
                 })

@@ -80,13 +80,7 @@ impl Directory {
                 site
             }
         };
-        if site.disabled {
-            return Err(ApiError::client(
-                ErrorCode::SiteDisabled,
-                "Chat is disabled on this site.",
-            ));
-        }
-        Ok(site)
+        enabled(site)
     }
 
     /// The enabled site with this id (a guest token's site), cached like
@@ -102,13 +96,7 @@ impl Directory {
                 site
             }
         };
-        if site.disabled {
-            return Err(ApiError::client(
-                ErrorCode::SiteDisabled,
-                "Chat is disabled on this site.",
-            ));
-        }
-        Ok(site)
+        enabled(site)
     }
 
     /// The site's room for the page (`None`: the site-wide room), created on first use.
@@ -121,4 +109,15 @@ impl Directory {
         self.rooms.put(key, room.clone());
         Ok(room)
     }
+}
+
+/// The site, unless it is disabled (403 `site_disabled`).
+fn enabled(site: Site) -> Result<Site, ApiError> {
+    if site.disabled {
+        return Err(ApiError::client(
+            ErrorCode::SiteDisabled,
+            "Chat is disabled on this site.",
+        ));
+    }
+    Ok(site)
 }

@@ -35,7 +35,8 @@
 //! change the room applies is serialised once into a [`LiveFrame`] and
 //! queued for each subscriber under the room lock (see [`crate::fanout`]
 //! for ordering and backpressure). Long-polls wait on the room's
-//! [`Notify`], which every change wakes. A subscriber resuming from a
+//! [`Notify`], which every announced change wakes (a large room's presence
+//! changes are announced together, once per presence flush). A subscriber resuming from a
 //! cursor gets its catch-up from the window, else the bus history (Redis),
 //! else the store, and is registered under the same lock that computed the
 //! end of its catch-up, so the live frames continue exactly where the
@@ -130,6 +131,14 @@ struct RoomInner {
     member_list_max: usize,
     /// A large room changed since its last `members` announcement.
     presence_dirty: bool,
+    /// The presence version clients can learn of: `presence_version`,
+    /// except in a large room between two flushes, where changes are not
+    /// announced yet. Cursors carry this one, so a client never holds a
+    /// cursor that claims presence it was not told about.
+    presence_announced: u64,
+    /// Taken out of the hub's map (idle): a subscription must not register
+    /// here, it would never hear of the room again.
+    evicted: bool,
     /// The `members` event of (epoch, version), built once per version.
     members_cache: Option<(u32, u64, Arc<str>)>,
 }
@@ -203,6 +212,18 @@ pub struct Subscription {
     /// The live frames; `None` when the catch-up ends in a `reset` (the
     /// client must join again, so the connection ends after it).
     pub queue: Option<SubscriberQueue>,
+}
+
+impl Subscription {
+    /// A subscription that ends after its catch-up (which ends in a `reset`).
+    fn ended(room: Arc<RoomState>, catch_up: VecDeque<Arc<LiveFrame>>) -> Self {
+        Self {
+            room,
+            id: 0,
+            catch_up,
+            queue: None,
+        }
+    }
 }
 
 impl Drop for Subscription {
@@ -288,6 +309,8 @@ impl RoomInner {
             stats: Arc::new(FanoutStats::default()),
             member_list_max: usize::MAX,
             presence_dirty: false,
+            presence_announced: 0,
+            evicted: false,
             members_cache: None,
         }
     }
@@ -318,6 +341,7 @@ impl RoomInner {
     fn flush_presence(&mut self) {
         if self.presence_dirty {
             self.presence_dirty = false;
+            self.presence_announced = self.presence_version;
             let members = self.current_members_event();
             self.announce(&members);
         }
@@ -349,7 +373,7 @@ impl RoomInner {
         RoomCursor {
             seq: self.last_seq,
             epoch: self.epoch,
-            presence: self.presence_version,
+            presence: self.presence_announced,
         }
     }
 
@@ -419,6 +443,7 @@ impl RoomInner {
             // yet announced: one `members` event covers them and this one.
             self.flush_presence();
         } else {
+            self.presence_announced = self.presence_version;
             self.announce(&event);
         }
         self.presence_log.push_back((change.version, event));
@@ -479,6 +504,7 @@ impl RoomInner {
         self.presence_log.clear();
         self.presence_stale = false;
         self.presence_dirty = false;
+        self.presence_announced = self.presence_version;
         if self.subscribers.is_empty() {
             self.changed.notify_waiters();
         } else {
@@ -516,7 +542,7 @@ impl RoomInner {
     /// Presence events a client at `cursor` has not seen: a diff from the
     /// log when it covers the client's position, else a full snapshot.
     fn presence_since(&mut self, cursor: &RoomCursor) -> Vec<Arc<str>> {
-        if cursor.epoch == self.epoch && cursor.presence == self.presence_version {
+        if cursor.epoch == self.epoch && cursor.presence == self.presence_announced {
             return Vec::new();
         }
         if self.presence_stale && self.epoch == 0 {
@@ -566,6 +592,16 @@ enum SubscribePlan {
         snapshot: RoomCursor,
     },
     CatchUp,
+    /// The room was evicted meanwhile: load it again.
+    Reload,
+}
+
+/// The refusal of a new push connection on a draining node.
+pub fn draining() -> ApiError {
+    ApiError::client(
+        ErrorCode::Draining,
+        "This node is shutting down: connect again (to another node).",
+    )
 }
 
 /// A cursor's position against a room.
@@ -1253,44 +1289,34 @@ impl Hub {
         cursor: RoomCursor,
         queue_frames: usize,
     ) -> Result<Subscription, ApiError> {
+        let mut room = Arc::clone(room);
         let mut cursor = cursor;
         let mut catch_up = VecDeque::new();
         let mut caught_up = false;
         loop {
             if self.is_draining() {
-                return Err(ApiError::client(
-                    ErrorCode::Draining,
-                    "This node is shutting down: connect again (to another node).",
-                ));
+                return Err(draining());
             }
             let plan = {
-                let mut inner = lock(room);
+                let mut inner = lock(&room);
                 let current = inner.cursor();
                 match self.position(&inner, &cursor, caught_up) {
                     Position::Ahead => SubscribePlan::CatchUp,
                     Position::Reset(reason) => {
-                        let reset = reset_event(reason);
-                        catch_up.push_back(Arc::new(LiveFrame::reset(&reset, current)));
-                        return Ok(Subscription {
-                            room: Arc::clone(room),
-                            id: 0,
-                            catch_up,
-                            queue: None,
-                        });
+                        catch_up
+                            .push_back(Arc::new(LiveFrame::reset(&reset_event(reason), current)));
+                        drop(inner);
+                        return Ok(Subscription::ended(room, catch_up));
                     }
                     Position::Older => SubscribePlan::Older {
                         presence: inner.presence_since(&cursor),
                         snapshot: current,
                     },
-                    Position::InWindow if self.is_draining() => {
-                        // Checked again under the room lock: a drain that
-                        // started after the check above has not reached
-                        // this room yet and would miss this subscriber.
-                        return Err(ApiError::client(
-                            ErrorCode::Draining,
-                            "This node is shutting down: connect again (to another node).",
-                        ));
-                    }
+                    // Both checked again under the room lock: a drain that
+                    // started after the check above has not reached this
+                    // room yet, and an evicted room hears of nothing more.
+                    Position::InWindow if self.is_draining() => return Err(draining()),
+                    Position::InWindow if inner.evicted => SubscribePlan::Reload,
                     Position::InWindow => {
                         // Everything up to now, then registration under the
                         // same lock: the live frames start right after.
@@ -1306,12 +1332,15 @@ impl Hub {
                                 false,
                             )));
                         }
+                        // Present from now on (the presence flush keeps
+                        // connected guests present from here).
+                        inner.note_seen(&guest.guest_id, &guest.nickname, Instant::now());
                         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
                         let (sender, queue) = mpsc::channel(queue_frames.max(1));
                         inner.subscribers.insert(id, sender, guest);
-                        inner.last_active = Instant::now();
+                        drop(inner);
                         return Ok(Subscription {
-                            room: Arc::clone(room),
+                            room,
                             id,
                             catch_up,
                             queue: Some(queue),
@@ -1321,12 +1350,13 @@ impl Hub {
             };
             match plan {
                 SubscribePlan::CatchUp => {
-                    self.catch_up(room).await?;
+                    self.catch_up(&room).await?;
                     caught_up = true;
                 }
+                SubscribePlan::Reload => room = self.room(room.id).await?,
                 SubscribePlan::Older { presence, snapshot } => {
                     let (body, next) = self
-                        .older_batch(room, &cursor, &presence, &snapshot, false)
+                        .older_batch(&room, &cursor, &presence, &snapshot, false)
                         .await?;
                     if next.seq == cursor.seq {
                         // Nothing is stored after the cursor although the
@@ -1334,12 +1364,7 @@ impl Hub {
                         // this cursor cannot be resumed from.
                         let reset = reset_event(ResetReason::ResumeFailed);
                         catch_up.push_back(Arc::new(LiveFrame::reset(&reset, snapshot)));
-                        return Ok(Subscription {
-                            room: Arc::clone(room),
-                            id: 0,
-                            catch_up,
-                            queue: None,
-                        });
+                        return Ok(Subscription::ended(room, catch_up));
                     }
                     catch_up.push_back(Arc::new(LiveFrame::from_json(body, next)));
                     cursor = next;
@@ -1349,24 +1374,35 @@ impl Hub {
     }
 
     /// Drops rooms nobody on this node polled for `room_idle`.
+    ///
+    /// A room is marked `evicted` under its own lock when it is found idle,
+    /// so a subscription racing with the eviction sees the mark (under the
+    /// same lock) and loads the room afresh instead of registering in a
+    /// room nobody delivers to any more.
     pub fn evict_idle(&self, now: Instant) {
-        let idle: Vec<i64> = self
+        let idle: Vec<Arc<RoomState>> = self
             .all_rooms()
             .into_iter()
             .filter(|room| {
-                let inner = lock(room);
-                inner.touched.is_empty()
+                let mut inner = lock(room);
+                let idle = inner.touched.is_empty()
                     && inner.pending.is_empty()
                     && inner.subscribers.is_empty()
-                    && now.saturating_duration_since(inner.last_active) > self.settings.room_idle
+                    && now.saturating_duration_since(inner.last_active) > self.settings.room_idle;
+                inner.evicted |= idle;
+                idle
             })
-            .map(|room| room.id)
             .collect();
         if !idle.is_empty()
             && let Ok(mut rooms) = self.rooms.write()
         {
-            for id in idle {
-                rooms.remove(&id);
+            for room in idle {
+                if rooms
+                    .get(&room.id)
+                    .is_some_and(|held| Arc::ptr_eq(held, &room))
+                {
+                    rooms.remove(&room.id);
+                }
             }
         }
     }
@@ -1519,8 +1555,14 @@ mod tests {
             types(&mut queue).is_empty(),
             "a large room waits for the flush"
         );
+        assert_eq!(
+            inner.cursor().presence,
+            2,
+            "cursors claim only the presence clients were told about"
+        );
         inner.flush_presence();
         assert_eq!(types(&mut queue), vec!["members"]);
+        assert_eq!(inner.cursor().presence, 5);
         inner.flush_presence();
         assert!(types(&mut queue).is_empty(), "nothing new, nothing sent");
         // Shrinking back: the change that makes it small is covered by one

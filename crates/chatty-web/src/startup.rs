@@ -319,16 +319,7 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
     .tcp_nodelay(true)
     // Per worker; push connections are long-lived.
     .max_connections(push.max_connections.max(25_000))
-    .on_connect(move |connection, _| {
-        if write_timeout.is_zero() {
-            return;
-        }
-        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            // A peer that stops reading (or vanishes) would otherwise keep
-            // its socket and buffers forever.
-            let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(write_timeout));
-        }
-    });
+    .on_connect(move |connection, _| set_write_timeout(connection, write_timeout));
     if workers > 0 {
         server = server.workers(workers);
     }
@@ -341,6 +332,22 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
         .map_err(|source| StartupError::Bind { address, source })?
         .run())
 }
+
+/// `TCP_USER_TIMEOUT` on an accepted connection: a peer that stops reading
+/// (or vanishes) would otherwise keep its socket and buffers forever.
+/// Linux only; elsewhere the system's retransmission limits apply.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_write_timeout(connection: &dyn std::any::Any, timeout: Duration) {
+    if timeout.is_zero() {
+        return;
+    }
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout));
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_write_timeout(_connection: &dyn std::any::Any, _timeout: Duration) {}
 
 /// The node's single bus subscription: every committed message and
 /// presence change, from any node, goes into this node's hub.

@@ -45,6 +45,9 @@ use crate::connections::{ConnectionGuard, Disconnect};
 use crate::fanout::encode_ws;
 use crate::hub::{Hub, Subscription};
 
+/// An empty ping: FIN + opcode 9, unmasked, no payload.
+const PING: &[u8] = &[0x89, 0x00];
+
 /// Timing and size limits of a WebSocket connection.
 #[derive(Debug, Clone, Copy)]
 pub struct WsLimits {
@@ -216,6 +219,16 @@ impl Stream for WsConnection {
             this.finished = true;
             return Poll::Ready(None);
         }
+        // Before the frames: under steady traffic the ping must still go
+        // out (and the idle check still run), or a client would look idle
+        // the moment traffic paused.
+        if this.ping.poll_tick(cx).is_ready() {
+            if this.last_heard.elapsed() > this.idle_timeout {
+                this.close(CloseCode::Away, Disconnect::IdleTimeout);
+                return Poll::Ready(this.control.pop_front().map(Ok));
+            }
+            return Poll::Ready(Some(Ok(Bytes::from_static(PING))));
+        }
         if let Some(frame) = this.subscription.catch_up.pop_front() {
             return Poll::Ready(Some(Ok(frame.websocket())));
         }
@@ -236,13 +249,6 @@ impl Stream for WsConnection {
                 return Poll::Ready(this.control.pop_front().map(Ok));
             }
             Poll::Pending => {}
-        }
-        if this.ping.poll_tick(cx).is_ready() {
-            if this.last_heard.elapsed() > this.idle_timeout {
-                this.close(CloseCode::Away, Disconnect::IdleTimeout);
-                return Poll::Ready(this.control.pop_front().map(Ok));
-            }
-            return Poll::Ready(Some(Ok(encode_ws(Message::Ping(Bytes::new())))));
         }
         Poll::Pending
     }

@@ -1,8 +1,11 @@
 //! Reading and checking the guest token of a request.
 
+use std::net::IpAddr;
+
 use actix_web::HttpRequest;
-use actix_web::http::header::AUTHORIZATION;
-use chatty_protocol::ErrorCode;
+use actix_web::http::header::{AUTHORIZATION, ORIGIN};
+use chatty_protocol::{ErrorCode, RoomCursor};
+use chatty_storage::Site;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -73,6 +76,34 @@ fn verify(state: &AppState, token: &str, room_id: i64) -> Result<Arc<GuestClaims
         ));
     }
     Ok(claims)
+}
+
+/// Refuses a browser request whose `Origin` the site does not allow
+/// (403 `origin_not_allowed`). Requests without `Origin` (not from a
+/// browser page) pass.
+pub fn check_origin(req: &HttpRequest, site: &Site) -> Result<(), ApiError> {
+    match req.headers().get(ORIGIN) {
+        Some(origin) if !site.allows_origin(origin.to_str().unwrap_or_default()) => {
+            Err(ApiError::client(
+                ErrorCode::OriginNotAllowed,
+                "This site does not allow chat from this origin.",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A cursor from the query string or a header (400 `invalid_cursor`).
+pub fn parse_cursor(text: &str) -> Result<RoomCursor, ApiError> {
+    text.parse().map_err(|e: chatty_protocol::CursorError| {
+        ApiError::client(ErrorCode::InvalidCursor, e.to_string())
+    })
+}
+
+/// The peer's address, for the per-address connection cap. Behind a proxy
+/// this is the proxy's.
+pub fn peer_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|a| a.ip())
 }
 
 /// Seconds since the Unix epoch (cheaper than a calendar clock on every poll).

@@ -1,12 +1,12 @@
 //! `POST /api/v1/join` — initial sync: a guest token, the members present
 //! and the latest messages, with the cursor to poll from.
 
-use actix_web::http::header::ORIGIN;
 use actix_web::{HttpRequest, HttpResponse, web};
-use chatty_protocol::ErrorCode;
+
 use chatty_protocol::api::{GuestView, JoinRequest, JoinResponse, RoomView};
 use chatty_protocol::validate::{Nickname, PagePath, SiteKey};
 
+use super::auth::check_origin;
 use super::json_object::JsonObject;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -31,15 +31,7 @@ pub async fn join(
 
     // The origin is checked before any room is created for this request.
     let site = state.directory.site(&site_key).await?;
-    if let Some(origin) = req.headers().get(ORIGIN) {
-        let origin = origin.to_str().unwrap_or_default();
-        if !site.allows_origin(origin) {
-            return Err(ApiError::client(
-                ErrorCode::OriginNotAllowed,
-                "This site does not allow chat from this origin.",
-            ));
-        }
-    }
+    check_origin(&req, &site)?;
     let room = state.directory.room(&site, page.as_ref()).await?;
 
     let now = chrono::Utc::now().timestamp();

@@ -12,6 +12,7 @@
 //! `push.long_poll_max_secs`) or the node drains, and then answered
 //! exactly like a plain poll.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
@@ -20,10 +21,13 @@ use chatty_protocol::api::PollQuery;
 use chatty_protocol::{ErrorCode, RoomCursor};
 
 use super::auth::authenticate;
+use super::auth::{parse_cursor, peer_ip};
 use crate::connections::Transport;
 use crate::error::ApiError;
 use crate::hub::PollAnswer;
+use crate::hub::RoomState;
 use crate::state::AppState;
+use crate::token::GuestClaims;
 
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
@@ -71,6 +75,58 @@ fn nothing_new(answer: &PollAnswer) -> bool {
     }
 }
 
+/// A poll held until the room changes, `wait` is over or the node drains.
+/// Only a poll that is actually held counts as a connection for the caps.
+async fn long_poll(
+    req: &HttpRequest,
+    state: &AppState,
+    room: &Arc<RoomState>,
+    claims: &GuestClaims,
+    cursor: RoomCursor,
+    if_none_match: Option<&str>,
+    wait: Duration,
+) -> Result<PollAnswer, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    // A held poll keeps its guest present: it looks again (which notes the
+    // guest, no I/O) a few times per presence timeout.
+    let touch_every = (state.settings.chat.presence_timeout() / 3).max(Duration::from_millis(100));
+    let mut slot = None;
+    loop {
+        // Registered before looking, so a change in between wakes us.
+        let mut changed = std::pin::pin!(room.changed());
+        changed.as_mut().enable();
+        let answer = state
+            .hub
+            .poll(
+                room,
+                &claims.guest_id,
+                &claims.nickname,
+                cursor,
+                if_none_match,
+                Instant::now(),
+            )
+            .await?;
+        if !nothing_new(&answer)
+            || state.hub.is_draining()
+            || tokio::time::Instant::now() >= deadline
+        {
+            return Ok(answer);
+        }
+        if slot.is_none() {
+            slot = Some(
+                state
+                    .connections
+                    .acquire(peer_ip(req), Transport::LongPoll)?,
+            );
+        }
+        let wake = deadline.min(tokio::time::Instant::now() + touch_every);
+        tokio::select! {
+            () = changed => {}
+            () = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
 pub async fn poll(
     req: HttpRequest,
     room_id: web::Path<i64>,
@@ -79,12 +135,7 @@ pub async fn poll(
     let room_id = room_id.into_inner();
     let claims = authenticate(&req, &state, room_id)?;
     let params = poll_params(req.query_string())?;
-    let cursor: RoomCursor = params
-        .cursor
-        .parse()
-        .map_err(|e: chatty_protocol::CursorError| {
-            ApiError::client(ErrorCode::InvalidCursor, e.to_string())
-        })?;
+    let cursor = parse_cursor(&params.cursor)?;
     let room = state.hub.room(room_id).await?;
     let if_none_match = req
         .headers()
@@ -105,43 +156,7 @@ pub async fn poll(
             )
             .await?
     } else {
-        // A long-poll: held until the room changes, the wait is over or the
-        // node drains. It counts as a connection for the caps.
-        let _guard = state
-            .connections
-            .acquire(req.peer_addr().map(|a| a.ip()), Transport::LongPoll)?;
-        let deadline = tokio::time::Instant::now() + wait;
-        // A held poll keeps its guest present: it looks again (which notes
-        // the guest, no I/O) a few times per presence timeout.
-        let touch_every =
-            (state.settings.chat.presence_timeout() / 3).max(Duration::from_millis(100));
-        loop {
-            // Registered before looking, so a change in between wakes us.
-            let mut changed = std::pin::pin!(room.changed());
-            changed.as_mut().enable();
-            let answer = state
-                .hub
-                .poll(
-                    &room,
-                    &claims.guest_id,
-                    &claims.nickname,
-                    cursor,
-                    if_none_match,
-                    Instant::now(),
-                )
-                .await?;
-            if !nothing_new(&answer)
-                || state.hub.is_draining()
-                || tokio::time::Instant::now() >= deadline
-            {
-                break answer;
-            }
-            let wake = deadline.min(tokio::time::Instant::now() + touch_every);
-            tokio::select! {
-                () = changed => {}
-                () = tokio::time::sleep_until(wake) => {}
-            }
-        }
+        long_poll(&req, &state, &room, &claims, cursor, if_none_match, wait).await?
     };
     Ok(match answer {
         PollAnswer::NotModified { etag } => {

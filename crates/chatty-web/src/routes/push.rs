@@ -8,18 +8,16 @@
 //! ordinary JSON error response; a client never sees a `101` or a stream
 //! that is then cut.
 
-use std::net::IpAddr;
-
 use actix_web::body::{BodyStream, MessageBody};
 use actix_web::http::header::{self, HeaderValue, ORIGIN};
 use actix_web::{HttpRequest, HttpResponse, web};
-use chatty_protocol::{ErrorCode, RoomCursor};
+use chatty_protocol::ErrorCode;
 use serde::Deserialize;
 
-use super::auth::authenticate_with;
+use super::auth::{authenticate_with, check_origin, parse_cursor, peer_ip};
 use crate::connections::Transport;
 use crate::error::ApiError;
-use crate::hub::Subscription;
+use crate::hub::{Subscription, draining};
 use crate::sse::SseConnection;
 use crate::state::AppState;
 use crate::websocket::{WsConnection, WsLimits};
@@ -31,18 +29,6 @@ pub struct PushQuery {
     pub token: Option<String>,
     /// The cursor to resume from (from join, or the last frame seen).
     pub cursor: Option<String>,
-}
-
-fn parse_cursor(text: &str) -> Result<RoomCursor, ApiError> {
-    text.parse().map_err(|e: chatty_protocol::CursorError| {
-        ApiError::client(ErrorCode::InvalidCursor, e.to_string())
-    })
-}
-
-/// The peer's address. Behind a proxy this is the proxy's: the per-address
-/// cap then applies per proxy, so set it accordingly.
-fn peer_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|a| a.ip())
 }
 
 /// Everything both transports check, then the subscription.
@@ -64,20 +50,12 @@ async fn open(
     // A browser always sends Origin on a WebSocket handshake, and CORS does
     // not protect WebSockets: this check is what keeps a copied widget on
     // another site out. Clients that are not browsers send none.
-    if let Some(origin) = req.headers().get(ORIGIN) {
+    if req.headers().contains_key(ORIGIN) {
         let site = state.directory.site_by_id(claims.site_id).await?;
-        if !site.allows_origin(origin.to_str().unwrap_or_default()) {
-            return Err(ApiError::client(
-                ErrorCode::OriginNotAllowed,
-                "This site does not allow chat from this origin.",
-            ));
-        }
+        check_origin(req, &site)?;
     }
     if state.hub.is_draining() {
-        return Err(ApiError::client(
-            ErrorCode::Draining,
-            "This node is shutting down: connect again (to another node).",
-        ));
+        return Err(draining());
     }
     let guard = state.connections.acquire(peer_ip(req), transport)?;
     let room = state.hub.room(room_id).await?;

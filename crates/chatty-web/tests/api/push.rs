@@ -259,7 +259,7 @@ async fn a_websocket_from_a_foreign_origin_is_refused_before_the_upgrade() {
         .await
         .expect_err("refused");
     assert_eq!(status, 403);
-    WsClient::connect(&url, Some("https://good.example"))
+    let _accepted = WsClient::connect(&url, Some("https://good.example"))
         .await
         .expect("the site's own origin is upgraded");
     assert_eq!(
@@ -311,6 +311,19 @@ async fn a_client_too_far_behind_gets_resume_failed_on_every_transport() {
     let poll: PollResponse = app.poll(&bob, &old, None).await.json().await.expect("poll");
     assert_eq!(reset_reason(&poll), Some(ResetReason::ResumeFailed));
     assert!(seqs(&poll).is_empty(), "nothing is replayed in part");
+
+    let long_poll: PollResponse = app
+        .client
+        .get(app.url(&format!("/api/v1/rooms/{}/events", bob.room.id)))
+        .query(&[("cursor", old.as_str()), ("wait", "20")])
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("batch");
+    assert_eq!(reset_reason(&long_poll), Some(ResetReason::ResumeFailed));
 
     let mut ws = WsClient::connect(&ws_url(&app.address, &bob, &old), None)
         .await
@@ -427,6 +440,57 @@ async fn a_slow_consumer_is_disconnected_while_a_fast_one_keeps_receiving() {
     let (rest, _) = ws_collect(&mut again, (total as usize) - slow_seen.len()).await;
     slow_seen.extend(rest);
     assert_eq!(slow_seen, (1..=total).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_push_client_behind_the_window_resumes_from_older_messages_then_live() {
+    // A window of 4: a client 10 messages behind gets 1..=6 from the bus
+    // history (shared mode) or the database, 7..=10 from memory, then live
+    // frames, each seq once.
+    let app = spawn_app_with(|s| {
+        s.chat.window_messages = 4;
+        s.chat.history_messages = 4;
+        s.chat.max_events_per_poll = 3;
+        s.chat.sends_per_minute = 0;
+    })
+    .await;
+    let ann = app.join("Ann").await;
+    let bob = app.join("Bob").await;
+    send_n(&app, &ann, 1, 10).await;
+    let mut ws = WsClient::connect(&ws_url(&app.address, &bob, &bob.cursor.to_string()), None)
+        .await
+        .expect("upgraded");
+    let mut sse = SseClient::connect(&app.address, &bob, &bob.cursor.to_string(), None)
+        .await
+        .expect("stream");
+    let (mut ws_seen, _) = ws_collect(&mut ws, 10).await;
+    let mut sse_seen = Vec::new();
+    while sse_seen.len() < 10 {
+        sse_seen.extend(seqs(&sse.next_batch().await));
+    }
+    send_n(&app, &ann, 11, 12).await;
+    ws_seen.extend(ws_collect(&mut ws, 2).await.0);
+    while sse_seen.len() < 12 {
+        sse_seen.extend(seqs(&sse.next_batch().await));
+    }
+    assert_eq!(ws_seen, (1..=12).collect::<Vec<_>>());
+    assert_eq!(sse_seen, (1..=12).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_full_node_refuses_push_connections_with_503_node_full() {
+    let app = spawn_app_with(|s| s.push.max_connections = 1).await;
+    let bob = app.join("Bob").await;
+    let url = ws_url(&app.address, &bob, &bob.cursor.to_string());
+    let _only = WsClient::connect(&url, None).await.expect("the one slot");
+    let (status, body) = WsClient::connect(&url, None).await.expect_err("refused");
+    assert_eq!(status, 503);
+    assert_error_body(&body, ErrorCode::NodeFull);
+    // Plain polls are not push connections: still served.
+    assert_eq!(
+        app.poll(&bob, &bob.cursor.to_string(), None).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -591,6 +655,11 @@ async fn draining_closes_websockets_with_1012_and_ends_sse_and_long_polls() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(
+        gauge.get(),
+        1,
+        "the long-poll is held when the drain starts"
+    );
     let started = std::time::Instant::now();
     let stopping = tokio::spawn(async move {
         app.stop().await;
