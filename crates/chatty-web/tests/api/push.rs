@@ -53,6 +53,34 @@ async fn ws_collect(ws: &mut WsClient, n: usize) -> (Vec<u64>, RoomCursor) {
     (seen, cursor)
 }
 
+/// The node's TCP port.
+fn port_of(app: &TestApp) -> u16 {
+    app.address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+/// A long-poll request: `wait` seconds, with `If-None-Match` when given.
+fn long_poll(
+    app: &TestApp,
+    guest: &JoinResponse,
+    cursor: &str,
+    wait: &str,
+    if_none_match: Option<String>,
+) -> reqwest::RequestBuilder {
+    let mut request = app
+        .client
+        .get(app.url(&format!("/api/v1/rooms/{}/events", guest.room.id)))
+        .query(&[("cursor", cursor), ("wait", wait)])
+        .bearer_auth(&guest.token);
+    if let Some(tag) = if_none_match {
+        request = request.header("If-None-Match", tag);
+    }
+    request
+}
+
 fn assert_error_body(body: &str, code: ErrorCode) {
     let parsed: ErrorBody =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("error body {body:?}: {e}"));
@@ -130,13 +158,7 @@ async fn a_long_poll_is_held_until_a_message_arrives() {
     let first = app.poll(&bob, &bob.cursor.to_string(), None).await;
     let first: PollResponse = first.json().await.expect("poll");
     let cursor = first.cursor;
-    let request = app
-        .client
-        .get(app.url(&format!("/api/v1/rooms/{}/events", bob.room.id)))
-        .query(&[("cursor", cursor.to_string().as_str()), ("wait", "20")])
-        .header("If-None-Match", cursor.etag())
-        .bearer_auth(&bob.token)
-        .send();
+    let request = long_poll(&app, &bob, &cursor.to_string(), "20", Some(cursor.etag())).send();
     let held = tokio::spawn(request);
     // Wait until the node holds it, then send.
     let gauge = app
@@ -166,15 +188,16 @@ async fn a_long_poll_is_held_until_a_message_arrives() {
 async fn a_long_poll_with_nothing_new_ends_at_its_wait_with_304() {
     let app = spawn_app().await;
     let bob = app.join("Bob").await;
-    let response = app
-        .client
-        .get(app.url(&format!("/api/v1/rooms/{}/events", bob.room.id)))
-        .query(&[("cursor", bob.cursor.to_string().as_str()), ("wait", "1")])
-        .header("If-None-Match", bob.cursor.etag())
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .expect("answered");
+    let response = long_poll(
+        &app,
+        &bob,
+        &bob.cursor.to_string(),
+        "1",
+        Some(bob.cursor.etag()),
+    )
+    .send()
+    .await
+    .expect("answered");
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
 }
 
@@ -190,16 +213,10 @@ async fn guests_held_in_long_polls_stay_present_longer_than_the_presence_timeout
         .json()
         .await
         .expect("poll");
-    let long_poll = |guest: &JoinResponse, cursor: RoomCursor| {
-        app.client
-            .get(app.url(&format!("/api/v1/rooms/{}/events", guest.room.id)))
-            .query(&[("cursor", cursor.to_string().as_str()), ("wait", "4")])
-            .header("If-None-Match", cursor.etag())
-            .bearer_auth(&guest.token)
-            .send()
+    let held = |guest: &JoinResponse, cursor: RoomCursor| {
+        long_poll(&app, guest, &cursor.to_string(), "4", Some(cursor.etag())).send()
     };
-    let (ann_answer, bob_answer) =
-        tokio::join!(long_poll(&ann, ann_now.cursor), long_poll(&bob, bob.cursor));
+    let (ann_answer, bob_answer) = tokio::join!(held(&ann, ann_now.cursor), held(&bob, bob.cursor));
     // Had either timed out, its leave would have changed the room and
     // answered both with a 200 carrying it.
     assert_eq!(
@@ -312,18 +329,14 @@ async fn a_client_too_far_behind_gets_resume_failed_on_every_transport() {
     assert_eq!(reset_reason(&poll), Some(ResetReason::ResumeFailed));
     assert!(seqs(&poll).is_empty(), "nothing is replayed in part");
 
-    let long_poll: PollResponse = app
-        .client
-        .get(app.url(&format!("/api/v1/rooms/{}/events", bob.room.id)))
-        .query(&[("cursor", old.as_str()), ("wait", "20")])
-        .bearer_auth(&bob.token)
+    let long_polled: PollResponse = long_poll(&app, &bob, &old, "20", None)
         .send()
         .await
         .expect("answered")
         .json()
         .await
         .expect("batch");
-    assert_eq!(reset_reason(&long_poll), Some(ResetReason::ResumeFailed));
+    assert_eq!(reset_reason(&long_polled), Some(ResetReason::ResumeFailed));
 
     let mut ws = WsClient::connect(&ws_url(&app.address, &bob, &old), None)
         .await
@@ -371,12 +384,7 @@ async fn a_slow_consumer_is_disconnected_while_a_fast_one_keeps_receiving() {
     let ann = app.join("Ann").await;
     let fast = app.join("Fast").await;
     let slow = app.join("Slow").await;
-    let port: u16 = app
-        .address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = port_of(&app);
     let mut slow_ws = WsClient::connect_small_buffer(
         &ws_url(&app.address, &slow, &slow.cursor.to_string()),
         port,
@@ -528,12 +536,7 @@ async fn a_silent_websocket_client_is_closed_after_the_idle_timeout() {
     })
     .await;
     let bob = app.join("Bob").await;
-    let port: u16 = app
-        .address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = port_of(&app);
     let mut ws =
         WsClient::connect_small_buffer(&ws_url(&app.address, &bob, &bob.cursor.to_string()), port)
             .await;
@@ -636,13 +639,15 @@ async fn draining_closes_websockets_with_1012_and_ends_sse_and_long_polls() {
     }
     assert_eq!(app.state.hub.subscriber_count(), 2);
     let ws_cursor = bob.cursor;
-    let long_poll = tokio::spawn(
-        app.client
-            .get(app.url(&format!("/api/v1/rooms/{}/events", bob.room.id)))
-            .query(&[("cursor", ws_cursor.to_string().as_str()), ("wait", "25")])
-            .header("If-None-Match", ws_cursor.etag())
-            .bearer_auth(&bob.token)
-            .send(),
+    let held = tokio::spawn(
+        long_poll(
+            &app,
+            &bob,
+            &ws_cursor.to_string(),
+            "25",
+            Some(ws_cursor.etag()),
+        )
+        .send(),
     );
     let gauge = app
         .state
@@ -675,7 +680,7 @@ async fn draining_closes_websockets_with_1012_and_ends_sse_and_long_polls() {
     assert_eq!(close.event.as_deref(), Some("close"));
     assert!(close.data.contains("draining"));
     assert!(sse.next_record().await.is_none(), "the stream ends");
-    let answered = long_poll.await.expect("task").expect("long-poll answered");
+    let answered = held.await.expect("task").expect("long-poll answered");
     assert_eq!(answered.status(), StatusCode::NOT_MODIFIED);
     stopping.await.expect("stopped");
     assert!(
