@@ -52,6 +52,8 @@ pub enum Disconnect {
     FrameTooLarge,
     /// Broke the WebSocket protocol.
     ProtocolError,
+    /// Its first-message authentication failed or did not come in time.
+    AuthFailed,
 }
 
 impl Disconnect {
@@ -64,6 +66,7 @@ impl Disconnect {
             Disconnect::IdleTimeout => "idle_timeout",
             Disconnect::FrameTooLarge => "frame_too_large",
             Disconnect::ProtocolError => "protocol_error",
+            Disconnect::AuthFailed => "auth_failed",
         }
     }
 }

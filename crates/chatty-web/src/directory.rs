@@ -56,6 +56,7 @@ pub struct Directory {
     sites: TtlCache<String, Site>,
     sites_by_id: TtlCache<i64, Site>,
     rooms: TtlCache<(i64, Option<String>), Room>,
+    rooms_by_id: TtlCache<i64, Room>,
 }
 
 impl Directory {
@@ -64,6 +65,7 @@ impl Directory {
             store,
             sites: TtlCache::new(),
             sites_by_id: TtlCache::new(),
+            rooms_by_id: TtlCache::new(),
             rooms: TtlCache::new(),
         }
     }
@@ -97,6 +99,20 @@ impl Directory {
             }
         };
         enabled(site)
+    }
+
+    /// A room by id (its site never changes; `last_seq` in it is stale).
+    pub async fn room_by_id(&self, id: i64) -> Result<Room, ApiError> {
+        if let Some(room) = self.rooms_by_id.get(&id) {
+            return Ok(room);
+        }
+        let room = self
+            .store
+            .room(id)
+            .await?
+            .ok_or_else(|| ApiError::client(ErrorCode::UnknownRoom, "No such room."))?;
+        self.rooms_by_id.put(id, room.clone());
+        Ok(room)
     }
 
     /// The site's room for the page (`None`: the site-wide room), created on first use.

@@ -15,6 +15,17 @@
 //! other frame is read, counted as a sign of life and ignored, so sends
 //! stay on `POST …/messages` where they are acknowledged.
 //!
+//! ## Authenticating in the first message
+//!
+//! A browser cannot put a header on a WebSocket, and a token in the URL
+//! ends up in access logs. So a client may open the socket without one and
+//! send `{"type":"auth","token":"…","cursor":"…"}` as its first frame,
+//! within `push.handshake_timeout_ms`. Until then the connection is in
+//! [`Phase::AwaitingAuth`]; the token check and the subscription run as one
+//! future polled by this same body ([`Phase::Subscribing`]), and a refusal
+//! closes with `1008` and the error code as the reason (`invalid_token`,
+//! `auth_timeout`, …).
+//!
 //! ## How it ends (close code, reason)
 //!
 //! * the room let go of it because its queue was full: `1008 slow_consumer`;
@@ -42,8 +53,47 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::codec::Decoder;
 
 use crate::connections::{ConnectionGuard, Disconnect};
+use crate::error::ApiError;
 use crate::fanout::encode_ws;
 use crate::hub::{Hub, Subscription};
+
+/// Checks a first-message token and cursor and subscribes (built by the
+/// route, which knows the room and the node's state).
+pub type Authorize = Box<dyn FnOnce(String, String) -> SubscribeFuture>;
+
+/// The subscription in progress.
+pub type SubscribeFuture = Pin<Box<dyn Future<Output = Result<Subscription, ApiError>>>>;
+
+/// Where a connection is in its life.
+pub enum Phase {
+    /// Upgraded without credentials: the first frame must bring them
+    /// before `deadline`.
+    AwaitingAuth {
+        deadline: Pin<Box<tokio::time::Sleep>>,
+        authorize: Authorize,
+    },
+    /// Checking the token and subscribing.
+    Subscribing(SubscribeFuture),
+    /// Sending catch-up and live frames.
+    Live(Subscription),
+}
+
+impl std::fmt::Debug for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::AwaitingAuth { .. } => "AwaitingAuth",
+            Phase::Subscribing(_) => "Subscribing",
+            Phase::Live(_) => "Live",
+        })
+    }
+}
+
+/// The first frame of a connection that authenticates in-band.
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum FirstMessage {
+    Auth { token: String, cursor: String },
+}
 
 /// An empty ping: FIN + opcode 9, unmasked, no payload.
 const PING: &[u8] = &[0x89, 0x00];
@@ -61,7 +111,7 @@ pub struct WsConnection {
     inbound: Payload,
     read_buf: BytesMut,
     codec: Codec,
-    subscription: Subscription,
+    phase: Phase,
     /// Pongs and the close frame, sent before anything else.
     control: VecDeque<Bytes>,
     ping: Interval,
@@ -77,7 +127,7 @@ pub struct WsConnection {
 impl std::fmt::Debug for WsConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsConnection")
-            .field("subscription", &self.subscription)
+            .field("phase", &self.phase)
             .field("closing", &self.closing)
             .finish_non_exhaustive()
     }
@@ -86,7 +136,7 @@ impl std::fmt::Debug for WsConnection {
 impl WsConnection {
     pub fn new(
         inbound: Payload,
-        subscription: Subscription,
+        phase: Phase,
         hub: Arc<Hub>,
         limits: WsLimits,
         guard: ConnectionGuard,
@@ -98,7 +148,7 @@ impl WsConnection {
             inbound,
             read_buf: BytesMut::new(),
             codec: Codec::new().max_size(limits.max_frame_bytes),
-            subscription,
+            phase,
             control: VecDeque::new(),
             ping,
             last_heard: Instant::now(),
@@ -112,6 +162,11 @@ impl WsConnection {
 
     /// Queues the close frame; the connection ends once it is written.
     fn close(&mut self, code: CloseCode, reason: Disconnect) {
+        self.close_saying(code, reason, reason.as_str());
+    }
+
+    /// Like [`WsConnection::close`], with another text as the reason.
+    fn close_saying(&mut self, code: CloseCode, reason: Disconnect, text: &str) {
         if self.closing {
             return;
         }
@@ -120,8 +175,55 @@ impl WsConnection {
         self.control
             .push_back(encode_ws(Message::Close(Some(CloseReason {
                 code,
-                description: Some(reason.as_str().to_owned()),
+                description: Some(text.to_owned()),
             }))));
+    }
+
+    /// The first frame of an in-band authentication: starts the check.
+    fn first_message(&mut self, text: &[u8]) {
+        let Phase::AwaitingAuth { .. } = self.phase else {
+            return; // later data frames are only signs of life
+        };
+        match serde_json::from_slice::<FirstMessage>(text) {
+            Ok(FirstMessage::Auth { token, cursor }) => {
+                let placeholder = Phase::Subscribing(Box::pin(std::future::pending()));
+                if let Phase::AwaitingAuth { authorize, .. } =
+                    std::mem::replace(&mut self.phase, placeholder)
+                {
+                    self.phase = Phase::Subscribing(authorize(token, cursor));
+                }
+            }
+            Err(_) => self.close_saying(
+                CloseCode::Policy,
+                Disconnect::AuthFailed,
+                chatty_protocol::ErrorCode::MalformedJson.as_str(),
+            ),
+        }
+    }
+
+    /// Advances authentication; `true` once the connection is live.
+    fn poll_auth(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.phase {
+            Phase::Live(_) => true,
+            Phase::AwaitingAuth { deadline, .. } => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    self.close_saying(CloseCode::Policy, Disconnect::AuthFailed, "auth_timeout");
+                }
+                false
+            }
+            Phase::Subscribing(subscribing) => match subscribing.as_mut().poll(cx) {
+                Poll::Ready(Ok(subscription)) => {
+                    self.phase = Phase::Live(subscription);
+                    true
+                }
+                Poll::Ready(Err(error)) => {
+                    let code = error.code();
+                    self.close_saying(CloseCode::Policy, Disconnect::AuthFailed, code.as_str());
+                    false
+                }
+                Poll::Pending => false,
+            },
+        }
     }
 
     /// Reads and handles what the client sent. Returns `false` when the
@@ -166,11 +268,9 @@ impl WsConnection {
                                 }))));
                             return;
                         }
-                        // Pongs, and any data frame: signs of life only.
-                        Frame::Pong(_)
-                        | Frame::Text(_)
-                        | Frame::Binary(_)
-                        | Frame::Continuation(_) => {}
+                        Frame::Text(text) => self.first_message(&text),
+                        // Pongs, and any other data frame: signs of life only.
+                        Frame::Pong(_) | Frame::Binary(_) | Frame::Continuation(_) => {}
                     }
                 }
                 Ok(None) => return,
@@ -229,10 +329,19 @@ impl Stream for WsConnection {
             }
             return Poll::Ready(Some(Ok(Bytes::from_static(PING))));
         }
-        if let Some(frame) = this.subscription.catch_up.pop_front() {
+        if !this.poll_auth(cx) {
+            return match this.control.pop_front() {
+                Some(close) => Poll::Ready(Some(Ok(close))),
+                None => Poll::Pending,
+            };
+        }
+        let Phase::Live(subscription) = &mut this.phase else {
+            return Poll::Pending;
+        };
+        if let Some(frame) = subscription.catch_up.pop_front() {
             return Poll::Ready(Some(Ok(frame.websocket())));
         }
-        let Some(queue) = this.subscription.queue.as_mut() else {
+        let Some(queue) = subscription.queue.as_mut() else {
             // The catch-up ended in a reset: the client joins again.
             this.close(CloseCode::Normal, Disconnect::Reset);
             return Poll::Ready(this.control.pop_front().map(Ok));

@@ -55,7 +55,8 @@ pub fn authenticate_with(
     verify(state, token, room_id)
 }
 
-fn verify(state: &AppState, token: &str, room_id: i64) -> Result<Arc<GuestClaims>, ApiError> {
+/// The verified claims of `token`, which must belong to `room_id`.
+pub fn verify(state: &AppState, token: &str, room_id: i64) -> Result<Arc<GuestClaims>, ApiError> {
     let claims = state
         .tokens
         .verify(token.trim(), unix_now())

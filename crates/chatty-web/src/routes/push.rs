@@ -6,7 +6,11 @@
 //! against the site's allowed origins, the connection caps, and the cursor
 //! to resume from (`?cursor=`, or SSE's `Last-Event-ID`). A refusal is an
 //! ordinary JSON error response; a client never sees a `101` or a stream
-//! that is then cut.
+//! that is then cut. The one exception is a WebSocket opened without a
+//! token, to authenticate in its first message (keeping the token out of
+//! URLs and logs): the room, the `Origin`, the drain and the caps are
+//! checked before the upgrade, the token and cursor after it (a refusal is
+//! then a close frame, see [`crate::websocket`]).
 
 use actix_web::body::{BodyStream, MessageBody};
 use actix_web::http::header::{self, HeaderValue, ORIGIN};
@@ -14,13 +18,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chatty_protocol::ErrorCode;
 use serde::Deserialize;
 
-use super::auth::{authenticate_with, check_origin, parse_cursor, peer_ip};
+use std::time::Duration;
+
+use super::auth::{authenticate_with, check_origin, parse_cursor, peer_ip, verify};
 use crate::connections::Transport;
 use crate::error::ApiError;
 use crate::hub::{Subscription, draining};
 use crate::sse::SseConnection;
 use crate::state::AppState;
-use crate::websocket::{WsConnection, WsLimits};
+use crate::websocket::{Authorize, Phase, WsConnection, WsLimits};
 
 /// Query string of the push endpoints.
 #[derive(Debug, Deserialize)]
@@ -79,19 +85,60 @@ pub async fn websocket(
             format!("This endpoint speaks WebSocket only: {e}."),
         )
     })?;
-    let (subscription, guard) = open(
-        &req,
-        &state,
-        room_id.into_inner(),
-        &query,
-        query.cursor.as_deref(),
-        Transport::WebSocket,
-    )
-    .await?;
+    let room_id = room_id.into_inner();
     let push = &state.settings.push;
+    let has_credentials =
+        req.headers().contains_key(header::AUTHORIZATION) || query.token.is_some();
+    let (phase, guard) = if has_credentials {
+        let (subscription, guard) = open(
+            &req,
+            &state,
+            room_id,
+            &query,
+            query.cursor.as_deref(),
+            Transport::WebSocket,
+        )
+        .await?;
+        (Phase::Live(subscription), guard)
+    } else {
+        // The token comes in the first message. Everything that can be
+        // checked without it is checked now, before the upgrade.
+        let room = state.directory.room_by_id(room_id).await?;
+        if req.headers().contains_key(ORIGIN) {
+            let site = state.directory.site_by_id(room.site_id).await?;
+            check_origin(&req, &site)?;
+        }
+        if state.hub.is_draining() {
+            return Err(draining());
+        }
+        let guard = state
+            .connections
+            .acquire(peer_ip(&req), Transport::WebSocket)?;
+        let node = state.get_ref().clone();
+        let authorize: Authorize = Box::new(move |token, cursor| {
+            Box::pin(async move {
+                let claims = verify(&node, &token, room_id)?;
+                let cursor = parse_cursor(&cursor)?;
+                let room = node.hub.room(room_id).await?;
+                node.hub
+                    .subscribe(&room, claims, cursor, node.settings.push.queue_frames)
+                    .await
+            })
+        });
+        let deadline = Box::pin(tokio::time::sleep(Duration::from_millis(
+            push.handshake_timeout_ms,
+        )));
+        (
+            Phase::AwaitingAuth {
+                deadline,
+                authorize,
+            },
+            guard,
+        )
+    };
     let connection = WsConnection::new(
         payload,
-        subscription,
+        phase,
         state.hub.clone(),
         WsLimits {
             max_frame_bytes: push.max_frame_bytes,

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
-use crate::push_client::{SseClient, WsClient, WsEvent, ws_url};
+use crate::push_client::{SseClient, WsClient, WsEvent, auth_message, ws_url, ws_url_bare};
 
 /// Message seqs in a batch.
 fn seqs(batch: &PollResponse) -> Vec<u64> {
@@ -116,6 +116,60 @@ async fn a_websocket_gets_its_catch_up_then_live_messages_in_order() {
             >= 3,
         "live frames went through the room's fan-out"
     );
+}
+
+#[tokio::test]
+async fn a_websocket_can_authenticate_in_its_first_message() {
+    let app = spawn_app().await;
+    let ann = app.join("Ann").await;
+    let bob = app.join("Bob").await;
+    // No token in the URL (it would end up in access logs).
+    let mut ws = WsClient::connect(&ws_url_bare(&app.address, bob.room.id), None)
+        .await
+        .expect("upgraded before authentication");
+    ws.send_text(auth_message(&bob.token, &bob.cursor.to_string()))
+        .await;
+    // Registered once authenticated: then a message reaches it.
+    for _ in 0..200 {
+        if app.state.hub.subscriber_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.state.hub.subscriber_count(), 1);
+    assert_eq!(
+        app.send(&ann, "fm-1", "hi").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(ws_collect(&mut ws, 1).await.0, vec![1]);
+}
+
+#[tokio::test]
+async fn a_failed_first_message_closes_with_its_error_code() {
+    let app = spawn_app_with(|s| s.push.handshake_timeout_ms = 500).await;
+    let bob = app.join("Bob").await;
+    let url = ws_url_bare(&app.address, bob.room.id);
+    let cursor = bob.cursor.to_string();
+    let forged = format!("{}x", bob.token);
+    for (first, reason) in [
+        (Some(auth_message(&forged, &cursor)), "invalid_token"),
+        (Some(auth_message(&bob.token, "nonsense")), "invalid_cursor"),
+        (Some("hello".to_owned()), "malformed_json"),
+        (None, "auth_timeout"),
+    ] {
+        let mut ws = WsClient::connect(&url, None).await.expect("upgraded");
+        if let Some(first) = first {
+            ws.send_text(first).await;
+        }
+        match ws.next_event().await {
+            WsEvent::Closed(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Policy, "{reason}");
+                assert_eq!(frame.reason.as_str(), reason);
+            }
+            other => panic!("expected a close with {reason}, got {other:?}"),
+        }
+    }
+    assert_eq!(app.state.hub.subscriber_count(), 0);
 }
 
 #[tokio::test]
@@ -271,6 +325,16 @@ async fn a_websocket_from_a_foreign_origin_is_refused_before_the_upgrade() {
         .expect_err("refused");
     assert_eq!(status, 403);
     assert_error_body(&body, ErrorCode::OriginNotAllowed);
+    // Without a token (first-message authentication) the room's site
+    // decides, still before the upgrade.
+    let (status, body) = WsClient::connect(
+        &ws_url_bare(&app.address, bob.room.id),
+        Some("https://evil.example"),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(status, 403);
+    assert_error_body(&body, ErrorCode::OriginNotAllowed);
     // A look-alike suffix is not the origin either.
     let (status, _) = WsClient::connect(&url, Some("https://evil-good.example"))
         .await
@@ -301,16 +365,19 @@ async fn a_plain_request_to_the_websocket_endpoint_is_a_json_400() {
         .await
         .expect("answered");
     assert_error(response, 400, ErrorCode::NotWebsocket).await;
-    // And a WebSocket without a token is a 401 before any upgrade.
-    let url = format!(
-        "{}/api/v1/rooms/{}/ws?cursor={}",
-        app.address.replacen("http://", "ws://", 1),
-        bob.room.id,
-        bob.cursor
-    );
+    // A WebSocket whose URL carries a bad token is a 401 before any
+    // upgrade (one with no token at all authenticates in its first
+    // message: see a_failed_first_message_closes_with_its_error_code).
+    let url = ws_url(&app.address, &bob, &bob.cursor.to_string()).replace("token=", "token=x");
     let (status, body) = WsClient::connect(&url, None).await.expect_err("refused");
     assert_eq!(status, 401);
-    assert_error_body(&body, ErrorCode::MissingToken);
+    assert_error_body(&body, ErrorCode::InvalidToken);
+    // And one for a room that does not exist is a 404, token or not.
+    let (status, body) = WsClient::connect(&ws_url_bare(&app.address, 999_999), None)
+        .await
+        .expect_err("refused");
+    assert_eq!(status, 404);
+    assert_error_body(&body, ErrorCode::UnknownRoom);
 }
 
 #[tokio::test]

@@ -27,6 +27,20 @@ pub fn ws_url(http_base: &str, guest: &JoinResponse, cursor: &str) -> String {
     )
 }
 
+/// The `ws://` URL of a room's WebSocket endpoint without credentials (the
+/// client authenticates in its first message).
+pub fn ws_url_bare(http_base: &str, room_id: i64) -> String {
+    format!(
+        "{}/api/v1/rooms/{room_id}/ws",
+        http_base.replacen("http://", "ws://", 1)
+    )
+}
+
+/// The first message of a client that authenticates in-band.
+pub fn auth_message(token: &str, cursor: &str) -> String {
+    serde_json::json!({"type": "auth", "token": token, "cursor": cursor}).to_string()
+}
+
 /// What a WebSocket client got next.
 #[derive(Debug)]
 pub enum WsEvent {
