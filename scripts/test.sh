@@ -2,11 +2,13 @@
 # Runs every Chatty test: formatting, lints, the protocol crate's dependency
 # rule, the storage suite on SQLite and MariaDB, the API suite in the
 # embedded mode (SQLite, then MariaDB) and in the shared mode (MariaDB +
-# Redis), and the multi-node cluster suite.
+# Redis), the multi-node cluster suite, and the widget in headless Chromium
+# against two nodes.
 #
 # Works on a fresh Debian machine: a missing or stopped MariaDB or Redis is
 # installed (apt-get) and started; where MariaDB's root can only log in over
-# the unix socket (Debian's default), a test user is created that way.
+# the unix socket (Debian's default), a test user is created that way;
+# Chromium and Node.js are installed from Debian when missing.
 #
 # Environment:
 #   CHATTY_TEST_MYSQL_URL  server URL for tests (default: root over TCP, or
@@ -118,6 +120,33 @@ drop_leftover_test_keys() {
     | xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
 }
 
+# --- Chromium and Node.js (browser tests) -------------------------------------
+ensure_browser_tools() {
+  local missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+}
+
+# Runs node's test runner and adds its totals to the summary.
+browser_tests() {
+  local out
+  out=$(mktemp)
+  set +e
+  (cd tests/browser && node --test --test-concurrency=1 --test-reporter=tap) 2>&1 | tee "$out"
+  local status=${PIPESTATUS[0]}
+  set -e
+  local pass fail
+  pass=$(awk '/^# pass / { print $3 }' "$out"); fail=$(awk '/^# fail / { print $3 }' "$out")
+  echo "test result: browser. ${pass:-0} passed; ${fail:-1} failed;" >>"$results"
+  rm -f "$out"
+  return "$status"
+}
+
 say "MariaDB"
 ensure_mariadb
 drop_leftover_test_databases
@@ -151,6 +180,12 @@ CHATTY_TEST_BACKEND=mysql counted cargo test -p chatty-web --test api
 
 say "API suite, shared mode (MariaDB + Redis)"
 CHATTY_TEST_MODE=shared counted cargo test -p chatty-web --test api
+
+say "browser tests: the widget in headless Chromium, two nodes (MariaDB + Redis)"
+ensure_browser_tools
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+cargo build -q -p chatty-web --bin chatty
+CHATTY_BIN="$PWD/target/debug/chatty" browser_tests
 
 drop_leftover_test_databases
 drop_leftover_test_keys

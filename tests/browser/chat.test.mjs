@@ -1,0 +1,166 @@
+// The widget in real headless Chromium, against two real Chatty nodes that
+// share one MariaDB database and one Redis key prefix (the shared mode).
+//
+// Run by ./scripts/test.sh (which installs Chromium and Node if missing):
+//   CHATTY_BIN=target/debug/chatty CHATTY_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306 \
+//   node --test tests/browser/
+// Screenshots go to target/browser-artifacts/.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { chromium } from 'playwright-core';
+
+const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
+const BIN = process.env.CHATTY_BIN || join(ROOT, 'target', 'debug', 'chatty');
+const MYSQL = new URL(process.env.CHATTY_TEST_MYSQL_URL || 'mysql://root@127.0.0.1:3306');
+const REDIS = process.env.CHATTY_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
+const ARTIFACTS = join(ROOT, 'target', 'browser-artifacts');
+const WAIT = 15_000; // the widget polls every 2 s; generous for a slow CI
+
+const suffix = randomBytes(6).toString('hex');
+const database = `chatty_test_browser_${suffix}`;
+const nodes = [];
+const bases = [];
+let browser;
+let workdir;
+
+function mariadb(sql) {
+  const args = ['--protocol=tcp', '-h', MYSQL.hostname, '-P', MYSQL.port || '3306',
+    '-u', decodeURIComponent(MYSQL.username || 'root'), '-e', sql];
+  execFileSync('mariadb', args, {
+    env: { ...process.env, MYSQL_PWD: decodeURIComponent(MYSQL.password || '') },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+}
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+  });
+}
+
+async function startNode() {
+  const port = await freePort();
+  const url = `${MYSQL.protocol}//${MYSQL.username ? MYSQL.username + (MYSQL.password ? ':' + MYSQL.password : '') + '@' : ''}${MYSQL.host}/${database}`;
+  const env = {
+    ...process.env,
+    CHATTY__SERVER__PORT: String(port),
+    CHATTY__DATABASE__URL: url,
+    CHATTY__REDIS__URL: REDIS,
+    CHATTY__REDIS__KEY_PREFIX: `chatty_test_browser_${suffix}:`,
+    CHATTY__AUTH__TOKEN_SECRET: 'browser-test-secret-0123456789abcdef0123',
+    CHATTY__LOG__FILTER: 'warn',
+  };
+  delete env.CHATTY_CONFIG; // only the settings above and the defaults
+  const child = spawn(BIN, [], { cwd: workdir, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const base = `http://127.0.0.1:${port}`;
+  nodes.push(child);
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`node on ${base} exited with ${child.exitCode}`);
+    try {
+      const r = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(1000) });
+      if (r.ok) return base;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`node on ${base} did not become ready`);
+}
+
+const widget = (page, selector) => page.locator(`chatty-widget ${selector}`);
+
+/** Opens the demo page of `base` in a fresh browser context and joins as `nick`. */
+async function visitor(base, nick, options = {}) {
+  const context = await browser.newContext(options);
+  const page = await context.newPage();
+  const dialogs = [];
+  page.on('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.dismiss(); });
+  await page.goto(`${base}/`);
+  await widget(page, 'input[name="nickname"]').fill(nick);
+  await widget(page, 'input[name="nickname"]').press('Enter');
+  await widget(page, 'textarea').waitFor({ state: 'visible', timeout: WAIT });
+  return { context, page, dialogs };
+}
+
+async function say(visitorPage, text) {
+  await widget(visitorPage, 'textarea').fill(text);
+  await widget(visitorPage, 'textarea').press('Enter');
+}
+
+before(async () => {
+  workdir = mkdtempSync(join(tmpdir(), 'chatty-browser-'));
+  mkdirSync(ARTIFACTS, { recursive: true });
+  mariadb(`CREATE DATABASE \`${database}\``);
+  bases.push(await startNode()); // runs the migrations before the second starts
+  bases.push(await startNode());
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const child of nodes) child.kill('SIGTERM');
+  await Promise.all(nodes.map((c) => new Promise((r) => (c.exitCode !== null ? r() : c.once('exit', r)))));
+  try { mariadb(`DROP DATABASE IF EXISTS \`${database}\``); } catch { /* dropped by the test script too */ }
+  rmSync(workdir, { recursive: true, force: true });
+});
+
+test('two visitors on two nodes chat, and each sees the other in the member list', async () => {
+  const [one, two] = bases;
+  const ann = await visitor(one, 'Ann');
+  const bob = await visitor(two, 'Bob');
+  await say(ann.page, 'hello from node one');
+  const seen = widget(bob.page, '.msgs .body').filter({ hasText: 'hello from node one' });
+  await seen.waitFor({ state: 'visible', timeout: WAIT });
+  await widget(bob.page, '.mem').filter({ hasText: 'Ann' }).waitFor({ timeout: WAIT });
+  await widget(ann.page, '.mem').filter({ hasText: 'Bob' }).waitFor({ timeout: WAIT });
+  await bob.page.screenshot({ path: join(ARTIFACTS, 'desktop.png') });
+  await ann.context.close();
+  await bob.context.close();
+});
+
+test('hostile messages and nicknames are shown as text: no markup, no script, no dialog', async () => {
+  const [one, two] = bases;
+  const mallory = await visitor(one, '<img src=x onerror=alert(1)>');
+  const bob = await visitor(two, 'Bob', { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const hostile = [
+    '<img src=x onerror=alert(2)>',
+    '<script>alert(3)</script>',
+    'javascript:alert(4)',
+  ];
+  for (const text of hostile) await say(mallory.page, text);
+  for (const text of hostile) {
+    await widget(bob.page, '.msgs .body').filter({ hasText: text }).first()
+      .waitFor({ state: 'attached', timeout: WAIT });
+  }
+  const bodies = await widget(bob.page, '.msgs .body').allTextContents();
+  for (const text of hostile) assert.ok(bodies.includes(text), `shown verbatim: ${text}`);
+  assert.equal(await widget(bob.page, '.msgs img').count(), 0, 'no <img> was created');
+  assert.equal(await widget(bob.page, '.msgs script').count(), 0, 'no <script> was created');
+  const nicks = await widget(bob.page, '.msgs .nick').allTextContents();
+  assert.ok(nicks.includes('<img src=x onerror=alert(1)>'), 'the nickname is text');
+  // A right-to-left override is refused by the server (body_invalid): the
+  // sender sees why, nobody sees the text.
+  await say(mallory.page, 'abc\u202Edef');
+  await widget(mallory.page, '.sf + .err, .err[role="alert"]').filter({ hasText: /\S/ }).first()
+    .waitFor({ state: 'visible', timeout: WAIT });
+  assert.ok(!(await widget(bob.page, '.msgs .body').allTextContents()).some((t) => t.includes('\u202E')));
+  assert.deepEqual([...mallory.dialogs, ...bob.dialogs], [], 'no dialog opened');
+  await bob.page.screenshot({ path: join(ARTIFACTS, 'mobile.png') });
+  await mallory.context.close();
+  await bob.context.close();
+});
