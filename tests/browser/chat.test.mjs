@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,7 @@ const suffix = randomBytes(6).toString('hex');
 const database = `chatty_test_browser_${suffix}`;
 const nodes = [];
 const bases = [];
+const hostServers = [];
 let browser;
 let workdir;
 
@@ -80,17 +82,53 @@ async function startNode() {
 
 const widget = (page, selector) => page.locator(`chatty-widget ${selector}`);
 
-/** Opens the demo page of `base` in a fresh browser context and joins as `nick`. */
-async function visitor(base, nick, options = {}) {
+/**
+ * Serves one host page on its own origin (another port than the chat's),
+ * embedding the widget of `chatBase` with the snippet a site owner pastes.
+ * `csp` becomes the page's Content-Security-Policy; `css` a stylesheet of
+ * the host's (served from the host's origin, as `style-src 'self'` allows).
+ */
+async function hostPage({ chatBase, csp, css }) {
+  const server = createHttpServer((req, res) => {
+    if (req.url === '/host.css') {
+      res.writeHead(200, { 'content-type': 'text/css' });
+      res.end(css || '');
+      return;
+    }
+    const headers = { 'content-type': 'text/html; charset=utf-8' };
+    if (csp) headers['content-security-policy'] = csp;
+    res.writeHead(200, headers);
+    res.end(`<!doctype html><html><head><meta charset="utf-8"><title>A host site</title>
+<link rel="stylesheet" href="/host.css"></head>
+<body><div><h1>Someone's site</h1><p>Content of the host page.</p></div>
+<script src="${chatBase}/widget.js" data-site="demo" async></script></body></html>`);
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  hostServers.push(server);
+  return `http://127.0.0.1:${server.address().port}/`;
+}
+
+/**
+ * Opens `url` (a node's demo page, or a host page) in a fresh browser
+ * context and joins as `nick`. Records dialogs and CSP violations.
+ */
+async function visitor(url, nick, options = {}) {
   const context = await browser.newContext(options);
   const page = await context.newPage();
   const dialogs = [];
   page.on('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.dismiss(); });
-  await page.goto(`${base}/`);
+  await page.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  await page.goto(url.endsWith('/') ? url : `${url}/`);
   await widget(page, 'input[name="nickname"]').fill(nick);
   await widget(page, 'input[name="nickname"]').press('Enter');
   await widget(page, 'textarea').waitFor({ state: 'visible', timeout: WAIT });
-  return { context, page, dialogs };
+  const violations = () => page.evaluate(() => window.__cspViolations);
+  return { context, page, dialogs, violations };
 }
 
 async function say(visitorPage, text) {
@@ -113,6 +151,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  for (const server of hostServers) server.close();
   for (const child of nodes) child.kill('SIGTERM');
   await Promise.all(nodes.map((c) => new Promise((r) => (c.exitCode !== null ? r() : c.once('exit', r)))));
   try { mariadb(`DROP DATABASE IF EXISTS \`${database}\``); } catch { /* dropped by the test script too */ }
@@ -163,4 +202,46 @@ test('hostile messages and nicknames are shown as text: no markup, no script, no
   await bob.page.screenshot({ path: join(ARTIFACTS, 'mobile.png') });
   await mallory.context.close();
   await bob.context.close();
+});
+
+test('a host page with a strict CSP: the widget works and causes no violation', async () => {
+  const [one, two] = bases;
+  const host = await hostPage({
+    chatBase: one,
+    csp: `default-src 'self'; script-src ${one}; connect-src ${one}; style-src 'self'`,
+  });
+  const ann = await visitor(host, 'Ann');
+  const bob = await visitor(two, 'Bob');
+  await say(ann.page, 'sent under a strict CSP');
+  await say(bob.page, 'and answered');
+  await widget(bob.page, '.msgs .body').filter({ hasText: 'sent under a strict CSP' })
+    .waitFor({ state: 'visible', timeout: WAIT });
+  await widget(ann.page, '.msgs .body').filter({ hasText: 'and answered' })
+    .waitFor({ state: 'visible', timeout: WAIT });
+  assert.deepEqual(await ann.violations(), [], 'no CSP violation on the host page');
+  await ann.context.close();
+  await bob.context.close();
+});
+
+test('a host page with hostile global CSS still shows a readable widget', async () => {
+  const [one] = bases;
+  const host = await hostPage({
+    chatBase: one,
+    css: '* { color: red !important; font-size: 3px !important } div { display: none }',
+  });
+  const ann = await visitor(host, 'Ann');
+  await say(ann.page, 'still readable');
+  const body = widget(ann.page, '.msgs .body').filter({ hasText: 'still readable' });
+  await body.waitFor({ state: 'visible', timeout: WAIT });
+  const style = await body.evaluate((el) => {
+    const s = getComputedStyle(el);
+    return { fontSize: parseFloat(s.fontSize), color: s.color, display: s.display };
+  });
+  assert.ok(style.fontSize >= 12, `font size ${style.fontSize}px`);
+  assert.notEqual(style.color, 'rgb(255, 0, 0)', 'the host colour does not leak in');
+  assert.notEqual(style.display, 'none');
+  const box = await widget(ann.page, 'section').boundingBox();
+  assert.ok(box && box.width > 200 && box.height > 200, `the widget has room: ${JSON.stringify(box)}`);
+  await ann.page.screenshot({ path: join(ARTIFACTS, 'hostile-css.png') });
+  await ann.context.close();
 });
