@@ -1033,25 +1033,26 @@ impl Hub {
         let refresh_every = self.settings.presence_timeout / 3;
         let now = Instant::now();
         for room in &rooms {
-            let mut inner = lock(room);
+            let mut guard = lock(room);
+            let inner = &mut *guard;
             inner.flush_presence();
-            let mut guests: Vec<(String, String)> = inner.touched.drain().collect();
             if !inner.subscribers.is_empty()
                 && now.saturating_duration_since(inner.subscribers_refreshed) >= refresh_every
             {
+                // Into the same map polls note their guests in, which
+                // already keeps one entry per guest.
                 inner.subscribers_refreshed = now;
-                let mut seen: std::collections::HashSet<&str> =
-                    guests.iter().map(|(g, _)| g.as_str()).collect();
-                let mut extra = Vec::new();
+                inner.last_active = now;
                 for guest in inner.subscribers.guests() {
-                    if seen.insert(&guest.guest_id) {
-                        extra.push((guest.guest_id.clone(), guest.nickname.clone()));
+                    if !inner.touched.contains_key(&guest.guest_id) {
+                        inner
+                            .touched
+                            .insert(guest.guest_id.clone(), guest.nickname.clone());
                     }
                 }
-                guests.extend(extra);
-                inner.last_active = now;
             }
-            drop(inner);
+            let guests: Vec<(String, String)> = inner.touched.drain().collect();
+            drop(guard);
             batch.push(RoomTouches {
                 room_id: room.id,
                 guests,
