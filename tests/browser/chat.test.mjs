@@ -10,8 +10,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer, connect as netConnect } from 'node:net';
+import { createServer as createHttpServer, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,7 +88,7 @@ const widget = (page, selector) => page.locator(`chatty-widget ${selector}`);
  * `csp` becomes the page's Content-Security-Policy; `css` a stylesheet of
  * the host's (served from the host's origin, as `style-src 'self'` allows).
  */
-async function hostPage({ chatBase, csp, css }) {
+async function hostPage({ chatBase, csp, css, attrs = '' }) {
   const server = createHttpServer((req, res) => {
     if (req.url === '/host.css') {
       res.writeHead(200, { 'content-type': 'text/css' });
@@ -101,12 +101,86 @@ async function hostPage({ chatBase, csp, css }) {
     res.end(`<!doctype html><html><head><meta charset="utf-8"><title>A host site</title>
 <link rel="stylesheet" href="/host.css"></head>
 <body><div><h1>Someone's site</h1><p>Content of the host page.</p></div>
-<script src="${chatBase}/widget.js" data-site="demo" async></script></body></html>`);
+<script src="${chatBase}/widget.js" data-site="demo" ${attrs} async></script></body></html>`);
   });
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
   hostServers.push(server);
   return `http://127.0.0.1:${server.address().port}/`;
 }
+
+/**
+ * A reverse proxy on its own port in front of a Chatty node, standing in for
+ * what sits between visitors and Chatty in the wild:
+ * - `blockUpgrade`: an old proxy that refuses WebSocket upgrades;
+ * - `holdStreams`: a buffering proxy that passes an event stream's headers
+ *   but holds its body;
+ * - `switchTo(base)` + `dropAll()`: the node behind it goes away, and the
+ *   next connections reach another node (a load balancer after a failure).
+ */
+async function proxy(targetBase, { blockUpgrade = false, holdStreams = false } = {}) {
+  let target = new URL(targetBase);
+  const sockets = new Set();
+  const track = (socket) => { sockets.add(socket); socket.on('close', () => sockets.delete(socket)); };
+  const server = createHttpServer((req, res) => {
+    const upstream = httpRequest({
+      host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers,
+    }, (upRes) => {
+      res.writeHead(upRes.statusCode, upRes.headers);
+      if (holdStreams && String(upRes.headers['content-type'] || '').startsWith('text/event-stream')) {
+        res.flushHeaders(); // the headers go through; the events never do
+        return;
+      }
+      upRes.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    res.on('close', () => upstream.destroy());
+    req.pipe(upstream);
+  });
+  server.on('connection', track);
+  server.on('upgrade', (req, socket, head) => {
+    if (blockUpgrade) {
+      socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+      return;
+    }
+    const upstream = netConnect(Number(target.port), target.hostname, () => {
+      let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+      upstream.write(lines + '\r\n');
+      if (head.length) upstream.write(head);
+      socket.pipe(upstream);
+      upstream.pipe(socket);
+    });
+    track(upstream);
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  hostServers.push(server);
+  return {
+    base: `http://127.0.0.1:${server.address().port}`,
+    switchTo(base) { target = new URL(base); },
+    dropAll() { for (const socket of sockets) socket.destroy(); },
+  };
+}
+
+/** The widget's state, as its root element shows it: transport and connection. */
+const widgetState = (page) => widget(page, 'section.box').evaluate((box) => ({
+  transport: box.dataset.transport, state: box.dataset.state, classes: box.className,
+}));
+
+async function waitForTransport(page, transport, timeout = 30_000) {
+  const deadline = Date.now() + timeout;
+  let last;
+  while (Date.now() < deadline) {
+    last = await widgetState(page);
+    if (last.transport === transport && last.state === 'online') return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.fail(`expected transport ${transport}, online; last seen ${JSON.stringify(last)}`);
+}
+
+const seeMessage = (page, text) => widget(page, '.msgs .body').filter({ hasText: text })
+  .first().waitFor({ state: 'visible', timeout: WAIT });
 
 /**
  * Opens `url` (a node's demo page, or a host page) in a fresh browser
@@ -142,6 +216,8 @@ before(async () => {
   mariadb(`CREATE DATABASE \`${database}\``);
   bases.push(await startNode()); // runs the migrations before the second starts
   bases.push(await startNode());
+  // playwright-core gives the browser a fresh temporary --user-data-dir
+  // (and refuses one in `args`); it is deleted when the browser closes.
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -190,6 +266,7 @@ test('hostile messages and nicknames are shown as text: no markup, no script, no
   for (const text of hostile) assert.ok(bodies.includes(text), `shown verbatim: ${text}`);
   assert.equal(await widget(bob.page, '.msgs img').count(), 0, 'no <img> was created');
   assert.equal(await widget(bob.page, '.msgs script').count(), 0, 'no <script> was created');
+  assert.equal(await widget(bob.page, '.msgs a').count(), 0, 'javascript: did not become a link');
   const nicks = await widget(bob.page, '.msgs .nick').allTextContents();
   assert.ok(nicks.includes('<img src=x onerror=alert(1)>'), 'the nickname is text');
   // A right-to-left override is refused by the server (body_invalid): the
@@ -199,6 +276,8 @@ test('hostile messages and nicknames are shown as text: no markup, no script, no
     .waitFor({ state: 'visible', timeout: WAIT });
   assert.ok(!(await widget(bob.page, '.msgs .body').allTextContents()).some((t) => t.includes('\u202E')));
   assert.deepEqual([...mallory.dialogs, ...bob.dialogs], [], 'no dialog opened');
+  const sheet = await widget(bob.page, 'section.box').boundingBox();
+  assert.ok(sheet && sheet.width >= 389, `on a phone the open chat spans the screen: ${JSON.stringify(sheet)}`);
   await bob.page.screenshot({ path: join(ARTIFACTS, 'mobile.png') });
   await mallory.context.close();
   await bob.context.close();
@@ -208,10 +287,13 @@ test('a host page with a strict CSP: the widget works and causes no violation', 
   const [one, two] = bases;
   const host = await hostPage({
     chatBase: one,
-    csp: `default-src 'self'; script-src ${one}; connect-src ${one}; style-src 'self'`,
+    // The chat host in both schemes it is reached by: a CSP `http:` source
+    // does not cover `ws:` (the reverse holds), see docs/embedding.md.
+    csp: `default-src 'self'; script-src ${one}; connect-src ${one} ${one.replace(/^http/, 'ws')}; style-src 'self'`,
   });
   const ann = await visitor(host, 'Ann');
   const bob = await visitor(two, 'Bob');
+  await waitForTransport(ann.page, 'websocket');
   await say(ann.page, 'sent under a strict CSP');
   await say(bob.page, 'and answered');
   await widget(bob.page, '.msgs .body').filter({ hasText: 'sent under a strict CSP' })
@@ -244,4 +326,158 @@ test('a host page with hostile global CSS still shows a readable widget', async 
   assert.ok(box && box.width > 200 && box.height > 200, `the widget has room: ${JSON.stringify(box)}`);
   await ann.page.screenshot({ path: join(ARTIFACTS, 'hostile-css.png') });
   await ann.context.close();
+});
+
+test('WebSocket blocked by a proxy: the widget falls back to SSE and messages flow both ways', async () => {
+  const [one, two] = bases;
+  const oldProxy = await proxy(one, { blockUpgrade: true });
+  const host = await hostPage({ chatBase: oldProxy.base });
+  const ann = await visitor(host, 'Ann');
+  const bob = await visitor(two, 'Bob');
+  await waitForTransport(ann.page, 'sse');
+  await say(ann.page, 'sent from behind an old proxy');
+  await seeMessage(bob.page, 'sent from behind an old proxy');
+  await say(bob.page, 'pushed back over SSE');
+  await seeMessage(ann.page, 'pushed back over SSE');
+  assert.equal((await widgetState(ann.page)).transport, 'sse');
+  await ann.context.close();
+  await bob.context.close();
+});
+
+test('a host CSP without the ws: origin: one violation, then SSE, and the chat works', async () => {
+  const [one, two] = bases;
+  const host = await hostPage({
+    chatBase: one,
+    csp: `default-src 'self'; script-src ${one}; connect-src ${one}; style-src 'self'`,
+  });
+  const ann = await visitor(host, 'Ann');
+  const bob = await visitor(two, 'Bob');
+  await waitForTransport(ann.page, 'sse');
+  await say(bob.page, 'reaching a page that forgot ws:');
+  await seeMessage(ann.page, 'reaching a page that forgot ws:');
+  const violations = await ann.violations();
+  assert.equal(violations.length, 1, `the WebSocket is tried once: ${JSON.stringify(violations)}`);
+  assert.match(violations[0], /^connect-src ws:\/\//);
+  await ann.context.close();
+  await bob.context.close();
+});
+
+test('a proxy that buffers event streams: the widget notices its message is not coming back and long-polls', async () => {
+  const [one, two] = bases;
+  const buffering = await proxy(one, { blockUpgrade: true, holdStreams: true });
+  const host = await hostPage({ chatBase: buffering.base });
+  const ann = await visitor(host, 'Ann');
+  const bob = await visitor(two, 'Bob');
+  await waitForTransport(ann.page, 'sse');
+  await say(ann.page, 'is this getting through?');
+  await seeMessage(bob.page, 'is this getting through?');
+  await waitForTransport(ann.page, 'longpoll', 30_000);
+  await say(bob.page, 'yes, by long-poll');
+  await seeMessage(ann.page, 'yes, by long-poll');
+  await ann.context.close();
+  await bob.context.close();
+});
+
+test('the node behind a visitor goes away: the widget shows it, reconnects elsewhere and misses nothing', async () => {
+  const [one, two] = bases;
+  const balancer = await proxy(one);
+  const host = await hostPage({ chatBase: balancer.base });
+  const ann = await visitor(host, 'Ann');
+  const bob = await visitor(two, 'Bob');
+  await waitForTransport(ann.page, 'websocket');
+  await say(bob.page, 'before the failure');
+  await seeMessage(ann.page, 'before the failure');
+  await ann.page.evaluate(() => {
+    const box = document.querySelector('chatty-widget').shadowRoot.querySelector('section');
+    window.__states = [];
+    new MutationObserver(() => window.__states.push(box.dataset.state))
+      .observe(box, { attributes: true, attributeFilter: ['data-state'] });
+  });
+  balancer.switchTo(two);
+  balancer.dropAll();
+  await say(bob.page, 'during the failure');
+  await seeMessage(ann.page, 'during the failure');
+  await waitForTransport(ann.page, 'websocket');
+  await say(ann.page, 'back again');
+  await seeMessage(bob.page, 'back again');
+  const states = await ann.page.evaluate(() => window.__states);
+  assert.ok(states.includes('reconnecting'), `the visitor saw the connection drop: ${states}`);
+  const bodies = await widget(ann.page, '.msgs .body').allTextContents();
+  for (const text of ['before the failure', 'during the failure', 'back again']) {
+    assert.equal(bodies.filter((b) => b === text).length, 1, `"${text}" shown once`);
+  }
+  await ann.context.close();
+  await bob.context.close();
+});
+
+test('minimised: a badge counts unread messages, opening clears it; Escape, emoji and links work', async () => {
+  const [one, two] = bases;
+  const ann = await visitor(one, 'Ann');
+  const bob = await visitor(two, 'Bob');
+  await waitForTransport(bob.page, 'websocket');
+  await widget(bob.page, 'textarea').press('Escape'); // the keyboard minimises
+  await widget(bob.page, 'section.box.min').waitFor({ timeout: WAIT });
+  assert.equal(await widget(bob.page, '.tg').evaluate((b) => b.getRootNode().activeElement === b), true,
+    'focus stays on the toggle');
+  await say(ann.page, 'first while you were away');
+  await say(ann.page, 'second, see https://example.com/docs?a=1.');
+  await widget(bob.page, '.badge').filter({ hasText: /^2$/ }).waitFor({ state: 'visible', timeout: WAIT });
+  await widget(bob.page, '.tg').click();
+  await widget(bob.page, '.badge').waitFor({ state: 'hidden', timeout: WAIT });
+
+  const link = widget(bob.page, '.msgs .body a').filter({ hasText: 'https://example.com/docs?a=1' });
+  await link.waitFor({ timeout: WAIT });
+  assert.equal(await link.getAttribute('href'), 'https://example.com/docs?a=1');
+  assert.equal(await link.getAttribute('rel'), 'noopener noreferrer nofollow ugc');
+  assert.equal(await link.getAttribute('target'), '_blank');
+  assert.equal(await link.textContent(), 'https://example.com/docs?a=1', 'the full stop is prose');
+
+  await widget(ann.page, '.eb').click();
+  await widget(ann.page, '.emo button').filter({ hasText: '\u{1F44D}' }).click();
+  await widget(ann.page, 'textarea').press('Enter');
+  await seeMessage(bob.page, '\u{1F44D}');
+  await ann.context.close();
+  await bob.context.close();
+});
+
+test('embed attributes: position, theme, language, start minimised and one room per page', async () => {
+  const [one] = bases;
+  const host = await hostPage({
+    chatBase: one,
+    attrs: 'data-position="bottom-left" data-theme="dark" data-lang="de" data-open="false" data-room="page"',
+  });
+  const context = await browser.newContext({ colorScheme: 'light' });
+  const page = await context.newPage();
+  const joins = [];
+  page.on('request', (r) => { if (r.url().endsWith('/api/v1/join')) joins.push(JSON.parse(r.postData())); });
+  await page.goto(`${host}pricing`);
+  const box = widget(page, 'section.box');
+  await box.waitFor({ timeout: WAIT });
+  const state = await widgetState(page);
+  assert.match(state.classes, /\bmin\b/, 'starts minimised');
+  assert.match(state.classes, /\bdark\b/, 'dark although the system is light');
+  assert.equal(await widget(page, '.tg').getAttribute('aria-label'), 'Chat \u00f6ffnen');
+  const rect = await box.boundingBox();
+  assert.ok(rect && rect.x < 100, `bottom-left: ${JSON.stringify(rect)}`);
+  await widget(page, '.tg').click();
+  await widget(page, 'input[name="nickname"]').fill('Lena');
+  await widget(page, 'input[name="nickname"]').press('Enter');
+  await widget(page, 'textarea').waitFor({ state: 'visible', timeout: WAIT });
+  assert.equal(await widget(page, '.sf button[type="submit"]').textContent(), 'Senden');
+  assert.equal(joins.length, 1);
+  assert.equal(joins[0].page, '/pricing', 'the page path picks the room');
+  await context.close();
+});
+
+test('light and dark follow prefers-color-scheme by default', async () => {
+  const [one] = bases;
+  const light = await visitor(one, 'Day', { colorScheme: 'light' });
+  const dark = await visitor(one, 'Night', { colorScheme: 'dark', viewport: { width: 390, height: 844 }, isMobile: true });
+  assert.doesNotMatch((await widgetState(light.page)).classes, /\bdark\b/);
+  assert.match((await widgetState(dark.page)).classes, /\bdark\b/);
+  const background = await widget(dark.page, 'section.box').evaluate((el) => getComputedStyle(el).backgroundColor);
+  assert.equal(background, 'rgb(29, 30, 35)');
+  await dark.page.screenshot({ path: join(ARTIFACTS, 'mobile-dark.png') });
+  await light.context.close();
+  await dark.context.close();
 });

@@ -1,6 +1,8 @@
-/*! Chatty widget v0.1 (MIT). Embed:
+/*! Chatty widget v0.2 (MIT). Embed:
  * <script src="https://CHAT_HOST/widget.js" data-site="SITE_KEY" async></script>
- * Optional: data-room="page" (one room per page path), data-open="false" (start minimised).
+ * Optional: data-room="site|page", data-position="bottom-right|bottom-left",
+ * data-theme="auto|light|dark", data-lang="en|de|fr|es", data-open="true|false",
+ * data-transport="websocket|sse|longpoll|poll" (the best transport to try).
  * Host CSP needs: script-src CHAT_HOST; connect-src CHAT_HOST. No inline styles or scripts are used. */
 (() => {
   'use strict';
@@ -12,18 +14,26 @@
   // global we own (read-only, set once) before doing anything else.
   if (W.__chattyWidget) return;
   try {
-    Object.defineProperty(W, '__chattyWidget', { value: Object.freeze({ version: '0.1.0' }) });
+    Object.defineProperty(W, '__chattyWidget', { value: Object.freeze({ version: '0.2.0' }) });
   } catch (_) {
     return;
   }
 
   // Must be read synchronously: currentScript is null once we yield.
-  const script = D.currentScript || D.querySelector('script[data-site][src*="widget.js"]');
+  const script = D.currentScript || D.querySelector('script[data-site][src*="widget"]');
   if (!script || !script.src) return;
+  const attr = (name, allowed, fallback) => {
+    const v = (script.getAttribute('data-' + name) || '').trim().toLowerCase();
+    return allowed.includes(v) ? v : fallback;
+  };
   const siteKey = script.getAttribute('data-site') || '';
-  const pageRoom = script.getAttribute('data-room') === 'page';
-  const startOpen = script.getAttribute('data-open') !== 'false';
+  const pageRoom = attr('room', ['site', 'page'], 'site') === 'page';
+  const position = attr('position', ['bottom-right', 'bottom-left'], 'bottom-right');
+  const theme = attr('theme', ['auto', 'light', 'dark'], 'auto');
+  const TRANSPORTS = ['websocket', 'sse', 'longpoll', 'poll'];
+  const topRung = TRANSPORTS.indexOf(attr('transport', TRANSPORTS, 'websocket'));
   const base = new URL(script.src).origin;
+  const wsBase = base.replace(/^http/, 'ws');
 
   // Styles go through constructable stylesheets only (not blocked by a strict
   // CSP). Browsers without them get no widget rather than an unstyled one.
@@ -42,16 +52,46 @@
   const _random = Math.random;
   const _enc = encodeURIComponent;
   const _Date = Date;
+  const _now = Date.now;
+  const _URL = URL;
   const _AbortController = W.AbortController;
+  const _WebSocket = typeof W.WebSocket === 'function' ? W.WebSocket : null;
+  const _EventSource = typeof W.EventSource === 'function' ? W.EventSource : null;
   const _crypto = W.crypto;
   const _uuid = _crypto && typeof _crypto.randomUUID === 'function' ? _crypto.randomUUID.bind(_crypto) : null;
   const _randomBytes = _crypto.getRandomValues.bind(_crypto);
+  const _darkQuery = typeof W.matchMedia === 'function' ? W.matchMedia('(prefers-color-scheme: dark)') : null;
   let _storage = null;
   try { _storage = W.localStorage; } catch (_) { /* blocked storage (privacy mode, sandbox) */ }
 
+  // ------------------------------------------------------------ languages
+
+  // The widget's own words. Server error messages (a refused nickname...) are
+  // shown as the server wrote them, in English.
+  const KEYS = 'chat here nick join ph send min open conn reconn online offline notconn notsent unreach pick nojoin you emoji people msgs unread msg'.split(' ');
+  const LANGS = {
+    en: 'Chat|{n} here|Your nickname|Join chat|Write a message\u2026|Send|Minimise chat|Open chat|connecting\u2026|reconnecting\u2026|online|offline|Not connected.|Message not sent.|Could not reach the chat server. Try again.|Please choose a nickname.|Could not join the chat.|(you)|Emoji|People here|Messages|{n} unread|Message',
+    de: 'Chat|{n} hier|Dein Spitzname|Chat beitreten|Nachricht schreiben\u2026|Senden|Chat minimieren|Chat \u00f6ffnen|verbinde\u2026|verbinde neu\u2026|online|offline|Nicht verbunden.|Nachricht nicht gesendet.|Chat-Server nicht erreichbar. Bitte erneut versuchen.|Bitte w\u00e4hle einen Spitznamen.|Beitritt nicht m\u00f6glich.|(du)|Emoji|Anwesende|Nachrichten|{n} ungelesen|Nachricht',
+    fr: 'Chat|{n} ici|Votre pseudo|Rejoindre le chat|\u00c9crire un message\u2026|Envoyer|R\u00e9duire le chat|Ouvrir le chat|connexion\u2026|reconnexion\u2026|en ligne|hors ligne|Non connect\u00e9.|Message non envoy\u00e9.|Serveur de chat injoignable. R\u00e9essayez.|Choisissez un pseudo.|Impossible de rejoindre le chat.|(vous)|\u00c9moji|Personnes pr\u00e9sentes|Messages|{n} non lus|Message',
+    es: 'Chat|{n} aqu\u00ed|Tu apodo|Unirse al chat|Escribe un mensaje\u2026|Enviar|Minimizar chat|Abrir chat|conectando\u2026|reconectando\u2026|en l\u00ednea|sin conexi\u00f3n|No conectado.|Mensaje no enviado.|No se pudo contactar con el servidor. Int\u00e9ntalo de nuevo.|Elige un apodo.|No se pudo unir al chat.|(t\u00fa)|Emoji|Personas aqu\u00ed|Mensajes|{n} sin leer|Mensaje',
+  };
+  // data-lang, else the page's lang, else the browser's; English otherwise.
+  const lang = [script.getAttribute('data-lang'), D.documentElement.lang, W.navigator && W.navigator.language]
+    .map((l) => String(l || '').slice(0, 2).toLowerCase()).find((l) => LANGS[l]) || 'en';
+  const WORDS = LANGS[lang].split('|');
+  const t = (key, n) => WORDS[KEYS.indexOf(key)].replace('{n}', n);
+
   const NICK_KEY = 'chatty:nick:' + siteKey;
-  const REQUEST_TIMEOUT_MS = 20000; // a stalled fetch must not freeze the poll loop
+  const OPEN_KEY = 'chatty:open:' + siteKey;
+  const REQUEST_TIMEOUT_MS = 20000; // a stalled fetch must not freeze the loops
+  const CONNECT_TIMEOUT_MS = 10000; // a WebSocket/EventSource that never opens
+  const STALL_MS = 10000;           // an open stream that does not bring our own message
+  const LONG_POLL_SECS = 25;
   const MAX_SHOWN = 500;            // bound DOM growth in long sessions
+  const EMOJI = '\u{1F600} \u{1F602} \u{1F60A} \u{1F60D} \u{1F914} \u{1F62E} \u{1F622} \u{1F44D} \u{1F44E} \u{1F44F} \u{1F64F} \u{1F389} \u2764\uFE0F \u{1F525} \u2705 \u{1F44B}'.split(' ');
+  // Close reasons / error codes after which only a fresh join helps.
+  const REJOIN = ['invalid_token', 'token_expired', 'missing_token', 'wrong_room', 'invalid_cursor', 'unknown_room', 'reset', 'malformed_json'];
+  const storedOpen = storeGet(OPEN_KEY);
 
   // All mutable state. The token lives here only (never in host storage).
   const S = {
@@ -59,8 +99,14 @@
     pollMs: 2000, maxBody: 2000,
     // Bumped on every (re)join and on pagehide. Async loops remember the value
     // they started with and stop when it changes, so two never run at once.
-    session: 0, joining: null, joinGen: -1, pollTimer: 0, failures: 0,
-    active: false, sending: false, focusAfterJoin: false, open: startOpen, unread: 0,
+    session: 0, joining: null, joinGen: -1, timer: 0, failures: 0,
+    // The transport ladder: index into TRANSPORTS. `rungFails` counts
+    // connections of this rung that never got through while the server was
+    // reachable; `rungOk` says it worked once (then we stay on it).
+    rung: topRung, rungFails: 0, rungOk: false, live: null, next: null, liveSeq: 0,
+    wsBlocked: false, // the host's CSP refused our WebSocket
+    active: false, sending: false, focusAfterJoin: false,
+    open: storedOpen ? storedOpen === '1' : attr('open', ['true', 'false'], 'true') === 'true', unread: 0,
     members: new Map(), count: 0, shown: new Map(), floor: 0,
   };
   const seqOf = new WeakMap(); // message <li> -> seq, to keep the list ordered
@@ -69,7 +115,7 @@
 
   const sleep = (ms) => new Promise((r) => _setTimeout(r, ms));
   // Exponential backoff with full jitter: random in [0, min(30 s, 1 s * 2^n)).
-  const backoff = (n) => _random() * Math.min(30000, 1000 * 2 ** Math.min(n, 15));
+  const backoff = (n) => _random() * Math.min(30000, 1000 * 2 ** Math.min(Math.max(n, 0), 15));
   const transient = (r) => !r || r.status >= 500 || r.status === 408 || r.status === 429;
   const errCode = (r) => (r && r.data && r.data.error && r.data.error.code) || '';
   const errMsg = (r, fallback) => {
@@ -96,7 +142,7 @@
     if (opts.token) headers.Authorization = 'Bearer ' + opts.token;
     if (opts.etag) headers['If-None-Match'] = '"' + opts.etag + '"';
     const ctl = _AbortController ? new _AbortController() : null;
-    const timer = ctl ? _setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS) : 0;
+    const timer = ctl ? _setTimeout(() => ctl.abort(), opts.timeout || REQUEST_TIMEOUT_MS) : 0;
     try {
       const res = await _fetch(base + path, {
         method, headers, cache: 'no-store', credentials: 'omit', mode: 'cors',
@@ -124,52 +170,90 @@
 
   function fmtTime(iso) {
     const d = new _Date(iso);
-    return isNaN(d) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    return isNaN(d) ? '' : d.toLocaleTimeString(lang, { hour: '2-digit', minute: '2-digit' });
+  }
+
+  // A message body as text nodes, with http(s) URLs as links. Nothing is
+  // parsed as HTML; a link's href is the URL as the URL parser normalised it,
+  // and only http: and https: become links (never javascript:, data:, ...).
+  const LINK = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+  function renderBody(node, text) {
+    let last = 0;
+    for (const m of text.matchAll(LINK)) {
+      const shown = m[0].replace(/[.,;:!?'")\]}]+$/, ''); // trailing punctuation is prose
+      let href = null;
+      try {
+        const u = new _URL(shown);
+        if (u.protocol === 'http:' || u.protocol === 'https:') href = u.href;
+      } catch (_) { /* not a URL after all */ }
+      if (!href) continue;
+      node.append(text.slice(last, m.index));
+      const a = el('a', null, shown, { rel: 'noopener noreferrer nofollow ugc', target: '_blank' });
+      a.href = href;
+      node.append(a);
+      last = m.index + shown.length;
+    }
+    node.append(text.slice(last));
   }
 
   // ------------------------------------------------------------------- styles
 
   const CSS = `
 :host{all:initial;display:block;position:fixed;right:16px;bottom:16px;z-index:2147483000}
+:host([data-position=bottom-left]){right:auto;left:16px}
 *,*::before,*::after{box-sizing:border-box}
 [hidden]{display:none!important}
-.box{--bg:#fff;--fg:#1d1d22;--mut:#676772;--bd:#d9d9e0;--ac:#3b5bdb;--acfg:#fff;--own:#e5ebff;--oth:#f1f1f4;--err:#c92a2a;
+.box{--bg:#fff;--fg:#1d1d22;--mut:#676772;--bd:#d9d9e0;--ac:#3b5bdb;--acfg:#fff;--own:#e5ebff;--oth:#f1f1f4;--err:#c92a2a;--ok:#2f9e44;--lnk:#1c3faa;
 display:flex;flex-direction:column;width:320px;height:420px;max-width:calc(100vw - 32px);max-height:calc(100vh - 32px);
 background:var(--bg);color:var(--fg);border:1px solid var(--bd);border-radius:12px;overflow:hidden;
-box-shadow:0 8px 28px rgba(0,0,0,.2);font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;text-align:start}
-@media (prefers-color-scheme:dark){.box{--bg:#1d1e23;--fg:#ececf1;--mut:#a0a0ad;--bd:#3a3b45;--ac:#8098ff;--acfg:#0f1220;--own:#2c3558;--oth:#2a2b32;--err:#ff8a8a}}
+box-shadow:0 8px 28px rgba(0,0,0,.2);font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif,"Apple Color Emoji","Segoe UI Emoji","Noto Color Emoji";text-align:start}
+.box.dark{--bg:#1d1e23;--fg:#ececf1;--mut:#a0a0ad;--bd:#3a3b45;--ac:#8098ff;--acfg:#0f1220;--own:#2c3558;--oth:#2a2b32;--err:#ff8a8a;--ok:#69db7c;--lnk:#a5b8ff;color-scheme:dark}
 .box.min{width:auto;height:auto;border-radius:20px}
 .hd{display:flex;align-items:center;gap:8px;padding:8px 8px 8px 14px;background:var(--ac);color:var(--acfg);cursor:pointer;user-select:none}
 .ttl{font-weight:600}
-.cnt,.st{font-size:12px;opacity:.85;white-space:nowrap}
-.st{margin-inline-start:auto}
+.cnt,.st{font-size:12px;opacity:.9;white-space:nowrap}
+.st{margin-inline-start:auto;display:flex;align-items:center;gap:5px}
+.st::before{content:"";width:8px;height:8px;border-radius:50%;background:var(--mut)}
+.box[data-state=online] .st::before{background:var(--ok)}
+.box[data-state=reconnecting] .st::before,.box[data-state=offline] .st::before{background:var(--err)}
 .min .st{display:none}
 .badge{background:var(--err);color:#fff;border-radius:9px;padding:0 6px;font-size:11px;font-weight:600}
 button,input,textarea{font:inherit;color:inherit;margin:0}
 button{cursor:pointer;border:0;border-radius:8px;padding:6px 12px;background:var(--ac);color:var(--acfg)}
 button:disabled{opacity:.6;cursor:default}
-button:focus-visible,input:focus-visible,textarea:focus-visible{outline:2px solid var(--ac);outline-offset:1px}
+button:focus-visible,input:focus-visible,textarea:focus-visible,a:focus-visible{outline:2px solid var(--ac);outline-offset:1px}
 .hd button:focus-visible{outline-color:var(--acfg)}
 .tg{background:transparent;color:inherit;padding:0 6px;font-size:18px;line-height:1}
 .min .tg{margin-inline-start:auto}
 .bd{flex:1;display:flex;flex-direction:column;min-height:0}
 input,textarea{background:var(--bg);color:var(--fg);border:1px solid var(--bd);border-radius:8px;padding:6px 8px;min-width:0}
 .nf{display:flex;flex-direction:column;gap:8px;padding:16px}
-.chat{flex:1;display:flex;flex-direction:column;min-height:0}
+.chat{flex:1;display:flex;flex-direction:column;min-height:0;position:relative}
 .mem{list-style:none;margin:0;padding:6px 10px;display:flex;flex-wrap:wrap;gap:4px;max-height:56px;overflow:auto;border-bottom:1px solid var(--bd);font-size:12px;color:var(--mut)}
 .mem li{background:var(--oth);border-radius:10px;padding:0 8px;max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .mem li.me{font-weight:600;color:var(--fg)}
 .msgs{list-style:none;margin:0;padding:8px 10px;flex:1;min-height:0;overflow-y:auto;display:flex;flex-direction:column;gap:6px}
-.msg{align-self:flex-start;max-width:88%;background:var(--oth);border-radius:10px;padding:4px 9px;overflow:hidden}
+.msg{flex-shrink:0;align-self:flex-start;max-width:88%;background:var(--oth);border-radius:10px;padding:4px 9px;overflow:hidden}
 .msg.own{align-self:flex-end;background:var(--own)}
 .meta{display:flex;gap:6px;align-items:baseline;font-size:11px;color:var(--mut)}
 .nick{font-weight:600;color:var(--fg);display:inline-block;max-width:180px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;vertical-align:bottom}
 .body{white-space:pre-wrap;overflow-wrap:anywhere}
+.body a{color:var(--lnk);text-decoration:underline}
+.body a::after{content:"\\2197";font-size:.8em}
 .sf{display:flex;gap:6px;align-items:flex-end;padding:8px;border-top:1px solid var(--bd)}
 textarea{flex:1;resize:none;height:38px;max-height:96px}
+.eb{background:transparent;color:inherit;padding:6px;font-size:18px;line-height:1}
+.emo{position:absolute;bottom:56px;inset-inline:8px;display:grid;grid-template-columns:repeat(8,1fr);gap:2px;padding:6px;background:var(--bg);border:1px solid var(--bd);border-radius:10px;box-shadow:0 4px 14px rgba(0,0,0,.18)}
+.emo button{background:transparent;padding:4px 0;font-size:20px;line-height:1.2}
+.emo button:hover{background:var(--oth)}
 .err{margin:0;color:var(--err);font-size:12px}
 .chat>.err{padding:0 10px}
 .err:empty{display:none}
+@media (max-width:480px){
+:host([data-open]){left:0;right:0;bottom:0}
+:host([data-open]) .box{width:100vw;max-width:100vw;height:min(85vh,560px);max-height:100vh;border-radius:12px 12px 0 0;border-width:1px 0 0}
+textarea,input{font-size:16px}
+}
 `;
 
   // ----------------------------------------------------------------------- UI
@@ -177,44 +261,46 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
   const ui = {};
 
   function buildUI() {
-    const host = _mk('chatty-widget');
+    const host = ui.host = _mk('chatty-widget');
+    host.setAttribute('data-position', position);
     const shadow = ui.shadow = host.attachShadow({ mode: 'open' });
     const sheet = new CSSStyleSheet();
     sheet.replaceSync(CSS);
     shadow.adoptedStyleSheets = [sheet];
 
-    ui.box = el('section', 'box', null, { 'aria-label': 'Chat' });
+    ui.box = el('section', 'box', null, { 'aria-label': t('chat'), lang });
     ui.hd = el('header', 'hd');
     ui.cnt = el('span', 'cnt');
     ui.badge = el('span', 'badge');
     ui.st = el('span', 'st', '', { role: 'status' });
     ui.tg = el('button', 'tg', null, { type: 'button', 'aria-controls': 'chatty-bd' });
-    ui.hd.append(el('span', 'ttl', 'Chat'), ui.cnt, ui.badge, ui.st, ui.tg);
+    ui.hd.append(el('span', 'ttl', t('chat')), ui.cnt, ui.badge, ui.st, ui.tg);
 
     ui.bd = el('div', 'bd', null, { id: 'chatty-bd' });
 
     // Nickname form, shown first and again whenever a join is refused.
     ui.nf = el('form', 'nf');
-    ui.nick = el('input', null, null, { type: 'text', name: 'nickname', autocomplete: 'nickname', maxlength: '64', required: '' });
-    ui.nick.id = 'chatty-nick';
-    ui.nick.dir = 'auto';
+    ui.nick = el('input', null, null, { type: 'text', name: 'nickname', autocomplete: 'nickname', maxlength: '64', required: '', id: 'chatty-nick', dir: 'auto' });
     ui.nick.value = storeGet(NICK_KEY) || '';
-    ui.join = el('button', null, 'Join chat', { type: 'submit' });
+    ui.join = el('button', null, t('join'), { type: 'submit' });
     ui.nfErr = el('p', 'err', '', { role: 'alert' });
-    ui.nf.append(el('label', null, 'Your nickname', { for: 'chatty-nick' }), ui.nick, ui.join, ui.nfErr);
+    ui.nf.append(el('label', null, t('nick'), { for: 'chatty-nick' }), ui.nick, ui.join, ui.nfErr);
 
     // Chat view: members, messages, composer.
     ui.chat = el('div', 'chat');
     ui.chat.hidden = true;
-    ui.mem = el('ul', 'mem', null, { 'aria-label': 'People here' });
-    ui.msgs = el('ol', 'msgs', null, { role: 'log', 'aria-live': 'polite', 'aria-label': 'Messages' });
+    ui.mem = el('ul', 'mem', null, { 'aria-label': t('people') });
+    ui.msgs = el('ol', 'msgs', null, { role: 'log', 'aria-live': 'polite', 'aria-label': t('msgs'), tabindex: '0' });
     ui.sfErr = el('p', 'err', '', { role: 'alert' });
     ui.sf = el('form', 'sf');
-    ui.input = el('textarea', null, null, { rows: '1', 'aria-label': 'Message', placeholder: 'Write a message\u2026' });
-    ui.input.dir = 'auto';
-    ui.send = el('button', null, 'Send', { type: 'submit' });
-    ui.sf.append(ui.input, ui.send);
-    ui.chat.append(ui.mem, ui.msgs, ui.sfErr, ui.sf);
+    ui.input = el('textarea', null, null, { rows: '1', 'aria-label': t('msg'), placeholder: t('ph'), dir: 'auto' });
+    ui.eb = el('button', 'eb', '\u{1F642}', { type: 'button', 'aria-label': t('emoji'), 'aria-expanded': 'false', 'aria-controls': 'chatty-emo' });
+    ui.send = el('button', null, t('send'), { type: 'submit' });
+    ui.sf.append(ui.eb, ui.input, ui.send);
+    ui.emo = el('div', 'emo', null, { id: 'chatty-emo', role: 'group', 'aria-label': t('emoji') });
+    ui.emo.hidden = true;
+    for (const e of EMOJI) ui.emo.append(el('button', null, e, { type: 'button' }));
+    ui.chat.append(ui.mem, ui.msgs, ui.sfErr, ui.emo, ui.sf);
 
     ui.bd.append(ui.nf, ui.chat);
     ui.box.append(ui.hd, ui.bd);
@@ -231,35 +317,67 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
         send();
       }
     });
+    ui.eb.addEventListener('click', () => showEmoji(ui.emo.hidden));
+    ui.emo.addEventListener('click', (e) => {
+      const b = e.target.closest('button');
+      if (!b) return;
+      const i = ui.input;
+      i.setRangeText(b.textContent, i.selectionStart, i.selectionEnd, 'end');
+      showEmoji(false);
+      i.focus();
+    });
+    // Escape closes the emoji panel, then minimises (focus stays on the toggle).
+    ui.box.addEventListener('keydown', (e) => {
+      if (e.key !== 'Escape') return;
+      if (!ui.emo.hidden) { showEmoji(false); ui.eb.focus(); } else if (S.open) { setOpen(false, true); ui.tg.focus(); }
+    });
+
+    const applyTheme = () => ui.box.classList.toggle('dark', theme === 'dark' || (theme === 'auto' && !!_darkQuery && _darkQuery.matches));
+    applyTheme();
+    if (_darkQuery && _darkQuery.addEventListener) _darkQuery.addEventListener('change', applyTheme);
 
     renderMembers();
+    setStatus('');
     setOpen(S.open, false);
     D.body.append(host);
   }
 
+  function showEmoji(show) {
+    ui.emo.hidden = !show;
+    ui.eb.setAttribute('aria-expanded', String(show));
+  }
+
   function setOpen(open, byUser) {
     S.open = open;
+    if (byUser) storeSet(OPEN_KEY, open ? '1' : '0');
     ui.box.classList.toggle('min', !open);
+    ui.host.toggleAttribute('data-open', open);
     ui.bd.hidden = !open;
     ui.tg.textContent = open ? '\u2013' : '+';
     ui.tg.setAttribute('aria-expanded', String(open));
-    ui.tg.setAttribute('aria-label', open ? 'Minimise chat' : 'Open chat');
+    ui.tg.setAttribute('aria-label', open ? t('min') : t('open'));
     if (open) {
       S.unread = 0;
       scrollToBottom();
       // Only move focus when the visitor asked for it, never on page load.
       if (byUser) (ui.chat.hidden ? ui.nick : ui.input).focus();
+    } else {
+      showEmoji(false);
     }
     renderBadge();
   }
 
   function renderBadge() {
     ui.badge.textContent = S.unread > 99 ? '99+' : String(S.unread);
+    ui.badge.setAttribute('aria-label', t('unread', S.unread));
     ui.badge.hidden = S.open || S.unread === 0;
   }
 
-  function setStatus(text) {
-    if (ui.st.textContent !== text) ui.st.textContent = text;
+  // state: '' (not joined), 'connecting', 'online', 'reconnecting', 'offline'.
+  function setStatus(state) {
+    if (ui.box.dataset.state === state) return;
+    ui.box.dataset.state = state;
+    ui.st.textContent = state ? t({ connecting: 'conn', reconnecting: 'reconn' }[state] || state) : '';
   }
 
   function showNickForm(error) {
@@ -273,30 +391,29 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
     for (const [id, nick] of S.members) {
       const li = el('li', id === S.guestId ? 'me' : null);
       li.append(el('bdi', null, nick));
-      if (id === S.guestId) li.append(' (you)');
+      if (id === S.guestId) li.append(' ' + t('you'));
       items.push(li);
     }
     ui.mem.replaceChildren(...items);
     // A large room lists a sample; the count is exact.
     const n = Math.max(S.count, S.members.size);
-    ui.cnt.textContent = S.roomId == null ? '' : n + ' here';
+    ui.cnt.textContent = S.roomId == null ? '' : t('here', n);
   }
 
   const nearBottom = () => ui.msgs.scrollHeight - ui.msgs.scrollTop - ui.msgs.clientHeight < 48;
   function scrollToBottom() { ui.msgs.scrollTop = ui.msgs.scrollHeight; }
 
   // Insert a message in seq order; ignore one already shown (own sends come
-  // back through the poll). Returns true when something was added.
-  function addMessage(m, fromPoll) {
+  // back through the transport). Returns true when something was added.
+  function addMessage(m, live) {
     if (!m || typeof m.seq !== 'number' || S.shown.has(m.seq) || m.seq <= S.floor) return false;
     const own = m.guest_id === S.guestId;
     const li = el('li', own ? 'msg own' : 'msg');
     const meta = el('div', 'meta');
-    const time = el('time', null, fmtTime(m.created_at));
-    time.dateTime = String(m.created_at || '');
+    const time = el('time', null, fmtTime(m.created_at), { datetime: String(m.created_at || '') });
     meta.append(el('bdi', 'nick', String(m.nickname || '')), time);
-    const body = el('div', 'body', String(m.body || ''));
-    body.dir = 'auto';
+    const body = el('div', 'body', null, { dir: 'auto' });
+    renderBody(body, String(m.body || ''));
     li.append(meta, body);
 
     const stick = nearBottom();
@@ -313,7 +430,7 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
       first.remove();
     }
     if (stick || own) scrollToBottom();
-    if (fromPoll && !own && !S.open) { S.unread++; renderBadge(); }
+    if (live && !own && !S.open) { S.unread++; renderBadge(); }
     return true;
   }
 
@@ -324,12 +441,12 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
     ui.msgs.replaceChildren();
   }
 
-  // ---------------------------------------------------------------- protocol
+  // ---------------------------------------------------------------- joining
 
   function onNickSubmit(e) {
     e.preventDefault();
     const nick = ui.nick.value.trim();
-    if (!nick) { ui.nfErr.textContent = 'Please choose a nickname.'; return; }
+    if (!nick) { ui.nfErr.textContent = t('pick'); return; }
     S.nick = nick;
     S.focusAfterJoin = true; // the visitor is here: move them on to the composer
     ui.nfErr.textContent = '';
@@ -341,7 +458,7 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
   function join() {
     if (S.joining && S.joinGen === S.session) return S.joining;
     const gen = ++S.session;
-    _clearTimeout(S.pollTimer);
+    stopLive();
     S.joinGen = gen;
     ui.join.disabled = true;
     const p = joinLoop(gen).finally(() => {
@@ -353,7 +470,7 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
 
   async function joinLoop(gen) {
     for (let n = 0; ; n++) {
-      setStatus(n || S.token ? 'reconnecting\u2026' : 'connecting\u2026');
+      setStatus(n || S.token ? 'reconnecting' : 'connecting');
       const req = { site_key: siteKey, nickname: S.nick };
       if (pageRoom) req.page = W.location.pathname;
       if (S.token) req.token = S.token; // keeps our guest id across rejoins
@@ -369,7 +486,7 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
         // visitor read why and try again.
         S.active = false;
         setStatus('');
-        showNickForm(errMsg(r, 'Could not join the chat.'));
+        showNickForm(errMsg(r, t('nojoin')));
         return false;
       }
       await sleep(backoff(n));
@@ -405,47 +522,230 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
     scrollToBottom();
     if (S.focusAfterJoin && S.open) ui.input.focus();
     S.focusAfterJoin = false;
-    schedulePoll(gen, S.pollMs);
+    connect(gen);
   }
 
-  function schedulePoll(gen, ms) {
-    _clearTimeout(S.pollTimer);
-    S.pollTimer = _setTimeout(() => poll(gen), ms);
+  // A token, room or cursor problem: join again, backing off if it repeats.
+  function rejoin(gen) {
+    stopLive();
+    S.failures++;
+    setStatus('reconnecting');
+    later(gen, () => join(), S.failures > 1 ? backoff(S.failures - 1) : 0);
   }
 
-  // One poll; schedules the next only after this one finished, so requests
-  // never overlap.
-  async function poll(gen) {
+  // ------------------------------------------------------------- transports
+  //
+  // The ladder: WebSocket -> SSE -> long-poll -> poll. Every rung carries the
+  // same batches and cursors, so moving between them loses and repeats
+  // nothing. A rung is left for the next one down when two of its connections
+  // in a row fail to get through while the server answers a plain poll (a
+  // proxy that drops Upgrade, a CSP, a firewall), when the node refuses it for
+  // capacity, or when an open stream does not bring our own message within
+  // STALL_MS (a buffering proxy). A rung that worked once is kept: its later
+  // failures are reconnected with jittered backoff. The ladder is walked once
+  // per page; it is not climbed back up.
+
+  function connect(gen) {
     if (gen !== S.session) return;
+    stopLive();
+    while ((S.rung === 0 && !_WebSocket) || (S.rung === 1 && !_EventSource)) S.rung++;
+    ui.box.dataset.transport = TRANSPORTS[S.rung];
+    [openWebSocket, openEventSource, longPoll, poll][S.rung](gen);
+  }
+
+  function stopLive() {
+    _clearTimeout(S.timer);
+    S.next = null;
+    const close = S.live;
+    S.live = null;
+    if (close) close();
+  }
+
+  function fallDown(gen) {
+    S.rung = Math.min(S.rung + 1, 3);
+    S.rungFails = 0;
+    S.rungOk = false;
+    connect(gen);
+  }
+
+  // Apply one batch {events, cursor, more}. False when it ended the session
+  // (a reset: we join again) or the session is already over.
+  function onBatch(gen, b) {
+    if (gen !== S.session || !b || typeof b !== 'object') return false;
+    if (!applyEvents(b.events || [])) { join(); return false; }
+    if (typeof b.cursor === 'string') S.cursor = b.cursor;
+    setStatus('online');
+    return true;
+  }
+
+  // One plain poll (or long-poll when `wait`). Returns 'ok', 'more' (poll
+  // again at once), 'retry' (transient failure), 'full' (the node refuses to
+  // hold a connection) or 'stale' (superseded, or a rejoin was started).
+  async function pollOnce(gen, wait) {
     let r = null;
     try {
-      r = await api('GET', '/api/v1/rooms/' + S.roomId + '/events?cursor=' + _enc(S.cursor),
-        { token: S.token, etag: S.cursor });
+      r = await api('GET', '/api/v1/rooms/' + S.roomId + '/events?cursor=' + _enc(S.cursor) + (wait ? '&wait=' + wait : ''),
+        { token: S.token, etag: S.cursor, timeout: wait * 1000 + REQUEST_TIMEOUT_MS });
     } catch (_) { /* network */ }
-    if (gen !== S.session) return; // rejoined or page hidden meanwhile
-
+    if (gen !== S.session) return 'stale';
     if (r && (r.status === 200 || r.status === 304)) {
-      S.failures = 0;
-      setStatus('online');
-      if (r.status === 200 && r.data) {
-        if (!applyEvents(r.data.events || [])) { join(); return; }
-        if (typeof r.data.cursor === 'string') S.cursor = r.data.cursor;
-        if (r.data.more) { schedulePoll(gen, 0); return; }
-      }
-      schedulePoll(gen, S.pollMs);
-      return;
+      if (r.status === 304) { setStatus('online'); return 'ok'; }
+      if (!r.data || !onBatch(gen, r.data)) return r.data ? 'stale' : 'retry';
+      return r.data.more ? 'more' : 'ok';
     }
-
-    S.failures++;
-    setStatus('reconnecting\u2026');
-    if (transient(r)) { schedulePoll(gen, backoff(S.failures - 1)); return; }
+    if (transient(r)) {
+      const code = errCode(r);
+      return code === 'node_full' || code === 'too_many_connections' ? 'full' : 'retry';
+    }
     // 401 invalid_token/token_expired, 403 wrong_room, a bad cursor or a
-    // vanished room: a fresh join fixes them. Back off if that keeps failing.
-    S.pollTimer = _setTimeout(() => { if (gen === S.session) join(); },
-      S.failures > 1 ? backoff(S.failures - 1) : 0);
+    // vanished room: a fresh join fixes them.
+    rejoin(gen);
+    return 'stale';
   }
 
-  // Apply poll events in order. Returns false on `reset` (nothing after it
+  // The next step of a loop, after `ms`. Only one is ever pending (S.next),
+  // so nothing can start a second loop beside the first.
+  function later(gen, fn, ms) {
+    _clearTimeout(S.timer);
+    S.next = fn;
+    S.timer = _setTimeout(() => { S.next = null; if (gen === S.session) fn(gen); }, ms);
+  }
+
+  function retryLater(gen, fn) {
+    S.failures++;
+    setStatus('reconnecting');
+    later(gen, fn, backoff(S.failures - 1));
+  }
+
+  // Rung 4: poll every poll_interval_ms; requests never overlap.
+  async function poll(gen) {
+    const res = await pollOnce(gen, 0);
+    if (res === 'stale') return;
+    if (res === 'retry' || res === 'full') { retryLater(gen, poll); return; }
+    S.failures = 0;
+    later(gen, poll, res === 'more' ? 0 : S.pollMs);
+  }
+
+  // Rung 3: a poll held by the server until something happens.
+  async function longPoll(gen) {
+    const res = await pollOnce(gen, LONG_POLL_SECS);
+    if (res === 'stale') return;
+    if (res === 'full') { fallDown(gen); return; }
+    if (res === 'retry') {
+      if (!S.rungOk && ++S.rungFails >= 2) { fallDown(gen); return; }
+      retryLater(gen, longPoll);
+      return;
+    }
+    S.failures = 0;
+    S.rungOk = true;
+    S.rungFails = 0;
+    later(gen, longPoll, 0);
+  }
+
+  // A WebSocket or EventSource connection of this session ended. `opened`:
+  // it got through (the handshake passed); `code`: the close reason, if any.
+  async function lost(gen, openedAt, code) {
+    if (gen !== S.session) return;
+    stopLive();
+    if (REJOIN.includes(code)) { rejoin(gen); return; }
+    if (openedAt) {
+      S.rungOk = true;
+      if (_now() - openedAt > 30000) S.failures = 0; // it lived: start backoff afresh
+    } else {
+      // It never opened, and a browser does not say why. A plain poll does:
+      // it reports token and room errors, and brings the news meanwhile.
+      // Only a server that answers it counts against the transport.
+      setStatus('reconnecting');
+      const res = await pollOnce(gen, 0);
+      if (res === 'stale') return;
+      if (res !== 'retry' && ((S.rung === 0 && S.wsBlocked) || (!S.rungOk && ++S.rungFails >= 2))) { fallDown(gen); return; }
+    }
+    if (code === 'draining') { // the node is leaving: reconnect at once, spread over 1 s
+      setStatus('reconnecting');
+      later(gen, connect, _random() * 1000);
+      return;
+    }
+    retryLater(gen, connect);
+  }
+
+  // Rung 1: WebSocket, authenticated by its first message (URLs get logged).
+  function openWebSocket(gen) {
+    let ws = null;
+    let openedAt = 0;
+    let done = false;
+    const end = (code) => {
+      if (done) return;
+      done = true;
+      _clearTimeout(timer);
+      try { ws.close(); } catch (_) { /* already closed */ }
+      lost(gen, openedAt, code);
+    };
+    const timer = _setTimeout(() => { if (!openedAt) end(''); }, CONNECT_TIMEOUT_MS);
+    try {
+      ws = new _WebSocket(wsBase + '/api/v1/rooms/' + S.roomId + '/ws');
+    } catch (_) { // blocked by a policy, before any network
+      done = true;
+      _clearTimeout(timer);
+      lost(gen, 0, '');
+      return;
+    }
+    S.live = () => { done = true; _clearTimeout(timer); try { ws.close(1000); } catch (_) { /* closed */ } };
+    ws.onopen = () => {
+      openedAt = _now();
+      ws.send(_stringify({ type: 'auth', token: S.token, cursor: S.cursor }));
+      setStatus('online');
+    };
+    ws.onmessage = (e) => {
+      if (done || typeof e.data !== 'string') return;
+      let b = null;
+      try { b = _parse(e.data); } catch (_) { return; }
+      if (!onBatch(gen, b)) { done = true; try { ws.close(1000); } catch (_) { /* closed */ } }
+    };
+    // 1008 carries an error code as its reason, 1012 "draining"; others
+    // (1001 idle, 1008 slow_consumer, 1006 broken) reconnect with the cursor.
+    ws.onclose = (e) => end(e.code === 1012 ? 'draining' : String(e.reason || ''));
+  }
+
+  // Rung 2: Server-Sent Events. The token must be in the URL (EventSource
+  // cannot send headers). We close and reopen it ourselves, under our own
+  // backoff, rather than let it retry every 2 s forever.
+  function openEventSource(gen) {
+    let es = null;
+    let openedAt = 0;
+    let done = false;
+    const end = (code) => {
+      if (done) return;
+      done = true;
+      _clearTimeout(timer);
+      try { es.close(); } catch (_) { /* closed */ }
+      lost(gen, openedAt, code);
+    };
+    const timer = _setTimeout(() => { if (!openedAt) end(''); }, CONNECT_TIMEOUT_MS);
+    try {
+      es = new _EventSource(base + '/api/v1/rooms/' + S.roomId + '/sse?token=' + _enc(S.token) + '&cursor=' + _enc(S.cursor));
+    } catch (_) {
+      done = true;
+      _clearTimeout(timer);
+      lost(gen, 0, '');
+      return;
+    }
+    S.live = () => { done = true; _clearTimeout(timer); es.close(); };
+    es.onopen = () => { openedAt = openedAt || _now(); setStatus('online'); };
+    es.onmessage = (e) => {
+      if (done) return;
+      let b = null;
+      try { b = _parse(e.data); } catch (_) { return; }
+      if (!onBatch(gen, b)) { done = true; es.close(); }
+    };
+    es.addEventListener('close', (e) => {
+      let reason = '';
+      try { reason = String(_parse(e.data).reason || ''); } catch (_) { /* no reason */ }
+      end(reason);
+    });
+    es.onerror = () => end('');
+  }
+
+  // Apply events in order. Returns false on `reset` (nothing after it
   // applies; the caller joins again).
   function applyEvents(events) {
     let membersChanged = false;
@@ -453,6 +753,7 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
       if (!ev) continue;
       switch (ev.type) {
         case 'message':
+          if (ev.message && ev.message.seq > S.liveSeq) S.liveSeq = ev.message.seq;
           addMessage(ev.message, true);
           break;
         case 'join':
@@ -479,6 +780,19 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
     return true;
   }
 
+  // An open stream must bring back what we sent. If it has not after
+  // STALL_MS, something between us and the node holds it: go down a rung.
+  function watchDelivery(seq) {
+    const gen = S.session;
+    const rung = S.rung;
+    if (rung > 1) return;
+    _setTimeout(() => {
+      if (gen === S.session && rung === S.rung && S.live && S.liveSeq < seq) fallDown(gen);
+    }, STALL_MS);
+  }
+
+  // ------------------------------------------------------------------ send
+
   // Send the composer's text. The same client_message_id is reused for every
   // retry so the server stores the message once.
   async function send() {
@@ -490,27 +804,29 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
     ui.input.readOnly = true; // keep the text stable until we know the outcome
     ui.send.disabled = true;
     ui.sfErr.textContent = '';
+    showEmoji(false);
     const body = { client_message_id: newId(), body: text };
     try {
       for (let attempt = 0; ; attempt++) {
         if (S.joining) await S.joining;
-        if (!S.token || S.roomId == null) { ui.sfErr.textContent = 'Not connected.'; return; }
+        if (!S.token || S.roomId == null) { ui.sfErr.textContent = t('notconn'); return; }
         let r = null;
         try {
           r = await api('POST', '/api/v1/rooms/' + S.roomId + '/messages', { token: S.token, body });
         } catch (_) { /* network */ }
         if (r && (r.status === 200 || r.status === 201) && r.data && r.data.message) {
           addMessage(r.data.message, false);
+          watchDelivery(r.data.message.seq);
           ui.input.value = '';
           return;
         }
         const auth = r && (r.status === 401 || errCode(r) === 'wrong_room');
         if (attempt < 3 && (auth || transient(r))) {
-          if (auth) { if (!(await join())) { ui.sfErr.textContent = 'Not connected.'; return; } }
+          if (auth) { if (!(await join())) { ui.sfErr.textContent = t('notconn'); return; } }
           else await sleep(500 + backoff(attempt));
           continue;
         }
-        ui.sfErr.textContent = r ? errMsg(r, 'Message not sent.') : 'Could not reach the chat server. Try again.';
+        ui.sfErr.textContent = r ? errMsg(r, t('notsent')) : t('unreach');
         return;
       }
     } finally {
@@ -522,12 +838,15 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
     }
   }
 
-  // Say goodbye when the page goes away (or into the back/forward cache) and
-  // stop polling; come back if the page is restored from that cache.
+  // ------------------------------------------------------------ page life
+
+  // Say goodbye when the page goes away (or into the back/forward cache):
+  // close the push connection first, then leave. Come back if the page is
+  // restored from that cache.
   _on('pagehide', () => {
     if (!S.active) return;
     S.session++;
-    _clearTimeout(S.pollTimer);
+    stopLive();
     if (!S.token || S.roomId == null) return;
     try {
       _fetch(base + '/api/v1/rooms/' + S.roomId + '/leave', {
@@ -537,6 +856,17 @@ textarea{flex:1;resize:none;height:38px;max-height:96px}
     } catch (_) { /* ignore */ }
   });
   _on('pageshow', (e) => { if (e.persisted && S.active) join(); });
+  // The network is back: reconnect now rather than at the end of a backoff.
+  _on('online', () => { if (S.active && S.next) { S.failures = 0; later(S.session, S.next, 0); } });
+  _on('offline', () => { if (S.active) setStatus('offline'); });
+
+  // A host CSP without our ws(s):// origin in connect-src blocks the
+  // WebSocket; the browser tells the page, and we take the next rung at once
+  // instead of trying again (and reporting a second violation).
+  D.addEventListener('securitypolicyviolation', (e) => {
+    const uri = String(e.blockedURI || '');
+    if (uri === wsBase || uri.startsWith(wsBase + '/')) S.wsBlocked = true;
+  });
 
   // An async script may run before <body> exists.
   if (D.body) buildUI();

@@ -299,6 +299,11 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
     let push = state.settings.push.clone();
     let write_timeout = Duration::from_secs(push.write_timeout_secs);
     let widget = web::Data::new(WidgetAsset::default());
+    tracing::info!(
+        versioned_path = %widget.versioned_path(),
+        gzip_bytes = widget.gzip_len(),
+        "serving the widget script"
+    );
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()

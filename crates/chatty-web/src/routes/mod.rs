@@ -50,7 +50,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
         "/api/v1/rooms/{room_id}/leave",
         web::post().to(leave::leave),
     ))
-    .service(endpoint("/widget.js", web::get().to(assets::widget)).wrap(Compress::default()))
+    .service(endpoint("/widget.js", web::get().to(assets::widget)))
+    .service(endpoint(
+        "/widget-{hash:[0-9a-f]{16}}.js",
+        web::get().to(assets::versioned_widget),
+    ))
+    .service(endpoint(
+        "/widget.json",
+        web::get().to(assets::widget_manifest),
+    ))
     .service(endpoint("/", web::get().to(assets::demo_page)).wrap(Compress::default()))
     .service(endpoint("/healthz", web::get().to(health::healthz)))
     .service(endpoint("/readyz", web::get().to(health::readyz)))

@@ -62,6 +62,115 @@ async fn widget_js_is_gzipped_when_asked() {
 }
 
 #[tokio::test]
+async fn the_gzipped_widget_is_the_script_and_varies_by_encoding() {
+    use std::io::Read as _;
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
+    let plain = client.get(app.url("/widget.js")).send().await.expect("get");
+    assert_eq!(header(&plain, "vary"), "Accept-Encoding");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.expect("body");
+    let gzipped = client
+        .get(app.url("/widget.js"))
+        .header("accept-encoding", "br;q=1, gzip;q=0.8")
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(
+        gzipped.len() < plain.len() / 2,
+        "{} vs {}",
+        gzipped.len(),
+        plain.len()
+    );
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&gzipped[..])
+        .read_to_end(&mut decoded)
+        .expect("valid gzip");
+    assert_eq!(decoded, plain);
+    let refused = client
+        .get(app.url("/widget.js"))
+        .header("accept-encoding", "gzip;q=0")
+        .send()
+        .await
+        .expect("get");
+    assert!(refused.headers().get("content-encoding").is_none());
+}
+
+#[tokio::test]
+async fn the_versioned_widget_url_is_immutable_and_named_by_the_manifest() {
+    let app = spawn_app().await;
+    let manifest: serde_json::Value = app
+        .client
+        .get(app.url("/widget.json"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let path = manifest["path"].as_str().expect("path");
+    let hash = manifest["hash"].as_str().expect("hash");
+    assert_eq!(path, format!("/widget-{hash}.js"));
+    assert!(
+        manifest["integrity"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha384-")),
+        "{manifest}"
+    );
+    assert!(
+        manifest["gzip_bytes"]
+            .as_u64()
+            .is_some_and(|n| n > 0 && n <= 15 * 1024)
+    );
+
+    let short = app
+        .client
+        .get(app.url("/widget.js"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(header(&short, "cache-control"), "public, max-age=300");
+    assert_eq!(header(&short, "etag"), format!("\"{hash}\""));
+    let short_body = short.text().await.expect("body");
+
+    let pinned = app.client.get(app.url(path)).send().await.expect("get");
+    assert_eq!(pinned.status(), StatusCode::OK);
+    assert_eq!(
+        header(&pinned, "cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(header(&pinned, "etag"), format!("\"{hash}\""));
+    assert_eq!(pinned.text().await.expect("body"), short_body);
+
+    // Another release's URL (a rolling upgrade) goes to the current script.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let other = no_redirect
+        .get(app.url("/widget-0123456789abcdef.js"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(other.status(), StatusCode::FOUND);
+    assert_eq!(header(&other, "location"), "/widget.js");
+    assert_eq!(header(&other, "cache-control"), "no-store");
+    let junk = app
+        .client
+        .get(app.url("/widget-zzz.js"))
+        .send()
+        .await
+        .expect("get");
+    assert_error(junk, 404, ErrorCode::NotFound).await;
+}
+
+#[tokio::test]
 async fn the_demo_page_embeds_the_widget_under_a_strict_csp() {
     let app = spawn_app().await;
     let response = app.client.get(app.url("/")).send().await.expect("get");
