@@ -3,7 +3,8 @@
  * Optional: data-room="site|page", data-position="bottom-right|bottom-left",
  * data-theme="auto|light|dark", data-lang="en|de|fr|es", data-open="true|false",
  * data-transport="websocket|sse|longpoll|poll" (the best transport to try).
- * Host CSP needs: script-src CHAT_HOST; connect-src CHAT_HOST. No inline styles or scripts are used. */
+ * Host CSP needs: script-src https://CHAT_HOST; connect-src https://CHAT_HOST wss://CHAT_HOST.
+ * No inline styles or scripts are used. */
 (() => {
   'use strict';
 
@@ -87,6 +88,9 @@
   const CONNECT_TIMEOUT_MS = 10000; // a WebSocket/EventSource that never opens
   const STALL_MS = 10000;           // an open stream that does not bring our own message
   const LONG_POLL_SECS = 25;
+  const CONFIRM_MS = 6000;          // a WebSocket alive this long passed its auth (server: 5 s)
+  const AUDIT_MS = 15000;           // a silent stream is checked against a plain poll
+  const CLIMB_MS = 300000;          // below the top rung this long: try the top again
   const MAX_SHOWN = 500;            // bound DOM growth in long sessions
   const EMOJI = '\u{1F600} \u{1F602} \u{1F60A} \u{1F60D} \u{1F914} \u{1F62E} \u{1F622} \u{1F44D} \u{1F44E} \u{1F44F} \u{1F64F} \u{1F389} \u2764\uFE0F \u{1F525} \u2705 \u{1F44B}'.split(' ');
   // Close reasons / error codes after which only a fresh join helps.
@@ -100,11 +104,14 @@
     // Bumped on every (re)join and on pagehide. Async loops remember the value
     // they started with and stop when it changes, so two never run at once.
     session: 0, joining: null, joinGen: -1, timer: 0, failures: 0,
-    // The transport ladder: index into TRANSPORTS. `rungFails` counts
+    // The transport ladder: index into TRANSPORTS. rungFails counts
     // connections of this rung that never got through while the server was
-    // reachable; `rungOk` says it worked once (then we stay on it).
+    // reachable; rungOk says it worked once (then we stay on it).
     rung: topRung, rungFails: 0, rungOk: false, live: null, next: null, liveSeq: 0,
     wsBlocked: false, // the host's CSP refused our WebSocket
+    poll: null,       // AbortController of the poll in flight
+    stalls: 0,        // open streams that did not bring our message back
+    climb: 0,         // timer: try the top rung again after a while below it
     active: false, sending: false, focusAfterJoin: false,
     open: storedOpen ? storedOpen === '1' : attr('open', ['true', 'false'], 'true') === 'true', unread: 0,
     members: new Map(), count: 0, shown: new Map(), floor: 0,
@@ -116,6 +123,7 @@
   const sleep = (ms) => new Promise((r) => _setTimeout(r, ms));
   // Exponential backoff with full jitter: random in [0, min(30 s, 1 s * 2^n)).
   const backoff = (n) => _random() * Math.min(30000, 1000 * 2 ** Math.min(Math.max(n, 0), 15));
+  const list = (x) => (Array.isArray(x) ? x : []);
   const transient = (r) => !r || r.status >= 500 || r.status === 408 || r.status === 429;
   const errCode = (r) => (r && r.data && r.data.error && r.data.error.code) || '';
   const errMsg = (r, fallback) => {
@@ -141,7 +149,7 @@
     if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
     if (opts.token) headers.Authorization = 'Bearer ' + opts.token;
     if (opts.etag) headers['If-None-Match'] = '"' + opts.etag + '"';
-    const ctl = _AbortController ? new _AbortController() : null;
+    const ctl = opts.ctl || (_AbortController ? new _AbortController() : null);
     const timer = ctl ? _setTimeout(() => ctl.abort(), opts.timeout || REQUEST_TIMEOUT_MS) : 0;
     try {
       const res = await _fetch(base + path, {
@@ -153,7 +161,7 @@
       if (res.status !== 304 && res.status !== 204) {
         try { data = _parse(await res.text()); } catch (_) { data = null; }
       }
-      return { status: res.status, data };
+      return { status: res.status, data, retryAfter: Number(res.headers.get('Retry-After')) || 0 };
     } finally {
       _clearTimeout(timer);
     }
@@ -176,7 +184,7 @@
   // A message body as text nodes, with http(s) URLs as links. Nothing is
   // parsed as HTML; a link's href is the URL as the URL parser normalised it,
   // and only http: and https: become links (never javascript:, data:, ...).
-  const LINK = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+  const LINK = /\bhttps?:\/\/[^\s<>"'\x60]+/gi;
   function renderBody(node, text) {
     let last = 0;
     for (const m of text.matchAll(LINK)) {
@@ -184,7 +192,8 @@
       let href = null;
       try {
         const u = new _URL(shown);
-        if (u.protocol === 'http:' || u.protocol === 'https:') href = u.href;
+        // user:password@ in a link is a classic disguise (https://bank@evil).
+        if ((u.protocol === 'http:' || u.protocol === 'https:') && !u.username && !u.password) href = u.href;
       } catch (_) { /* not a URL after all */ }
       if (!href) continue;
       node.append(text.slice(last, m.index));
@@ -507,10 +516,11 @@ textarea,input{font-size:16px}
 
     // Fresh sync: drop what we had and draw the room as the server sees it.
     clearRoom();
-    for (const m of d.members || []) S.members.set(m.guest_id, m.nickname);
+    for (const m of list(d.members)) if (m) S.members.set(m.guest_id, String(m.nickname || ''));
     S.count = Number(d.member_count) || S.members.size;
+    S.liveSeq = 0; // a new room numbers from 1
     ui.msgs.setAttribute('aria-busy', 'true'); // don't read out the backlog
-    for (const m of d.messages || []) addMessage(m, false);
+    for (const m of list(d.messages)) addMessage(m, false);
     ui.msgs.setAttribute('aria-busy', 'false');
     renderMembers();
 
@@ -548,7 +558,7 @@ textarea,input{font-size:16px}
   function connect(gen) {
     if (gen !== S.session) return;
     stopLive();
-    while ((S.rung === 0 && !_WebSocket) || (S.rung === 1 && !_EventSource)) S.rung++;
+    while ((S.rung === 0 && (!_WebSocket || S.wsBlocked)) || (S.rung === 1 && !_EventSource)) S.rung++;
     ui.box.dataset.transport = TRANSPORTS[S.rung];
     [openWebSocket, openEventSource, longPoll, poll][S.rung](gen);
   }
@@ -559,40 +569,67 @@ textarea,input{font-size:16px}
     const close = S.live;
     S.live = null;
     if (close) close();
+    // A held long-poll of an ended loop must not linger beside the next one
+    // (it holds a connection slot, and one of the browser's 6 per host).
+    const ctl = S.poll;
+    S.poll = null;
+    if (ctl) { ctl.stopped = true; ctl.abort(); }
   }
 
+  // Go down a rung. After CLIMB_MS below the top, try the top again: a
+  // full node empties, a visitor moves to another network.
   function fallDown(gen) {
     S.rung = Math.min(S.rung + 1, 3);
     S.rungFails = 0;
     S.rungOk = false;
+    S.stalls = 0;
+    _clearTimeout(S.climb);
+    S.climb = _setTimeout(() => {
+      if (!S.active || S.joining || S.rung === topRung) return;
+      S.rung = topRung;
+      S.rungFails = 0;
+      S.rungOk = false;
+      connect(S.session);
+    }, CLIMB_MS);
     connect(gen);
   }
 
   // Apply one batch {events, cursor, more}. False when it ended the session
-  // (a reset: we join again) or the session is already over.
+  // (a reset: we join again) or the session is already over. A batch that is
+  // not an object (a proxy's error page...) is skipped: the next one's
+  // cursor covers it.
   function onBatch(gen, b) {
-    if (gen !== S.session || !b || typeof b !== 'object') return false;
-    if (!applyEvents(b.events || [])) { join(); return false; }
+    if (gen !== S.session) return false;
+    if (!b || typeof b !== 'object') return true;
+    if (!applyEvents(b.events)) { rejoin(gen); return false; }
     if (typeof b.cursor === 'string') S.cursor = b.cursor;
     setStatus('online');
     return true;
   }
 
-  // One plain poll (or long-poll when `wait`). Returns 'ok', 'more' (poll
-  // again at once), 'retry' (transient failure), 'full' (the node refuses to
+  // One plain poll (or long-poll when wait). Returns 'ok', 'more' (poll
+  // again at once), 'retry' (the server or a proxy answered an error to try
+  // again), 'down' (no answer: network, timeout), 'full' (the node refuses to
   // hold a connection) or 'stale' (superseded, or a rejoin was started).
-  async function pollOnce(gen, wait) {
+  // With peek, a 200 is not applied: its highest message seq is returned.
+  async function pollOnce(gen, wait, peek) {
+    const ctl = _AbortController ? new _AbortController() : null;
+    S.poll = ctl;
     let r = null;
     try {
       r = await api('GET', '/api/v1/rooms/' + S.roomId + '/events?cursor=' + _enc(S.cursor) + (wait ? '&wait=' + wait : ''),
-        { token: S.token, etag: S.cursor, timeout: wait * 1000 + REQUEST_TIMEOUT_MS });
-    } catch (_) { /* network */ }
-    if (gen !== S.session) return 'stale';
-    if (r && (r.status === 200 || r.status === 304)) {
-      if (r.status === 304) { setStatus('online'); return 'ok'; }
-      if (!r.data || !onBatch(gen, r.data)) return r.data ? 'stale' : 'retry';
+        { token: S.token, etag: S.cursor, timeout: wait * 1000 + REQUEST_TIMEOUT_MS, ctl });
+    } catch (_) { /* network, timeout */ }
+    if (S.poll === ctl) S.poll = null;
+    if (gen !== S.session || (ctl && ctl.stopped)) return 'stale';
+    if (r && r.status === 304) { if (!peek) setStatus('online'); return 'ok'; }
+    if (r && r.status === 200) {
+      if (!r.data || typeof r.data !== 'object') return 'retry';
+      if (peek) return list(r.data.events).reduce((n, ev) => Math.max(n, (ev && ev.message && ev.message.seq) || 0), 0);
+      if (!onBatch(gen, r.data)) return 'stale';
       return r.data.more ? 'more' : 'ok';
     }
+    if (!r) return 'down';
     if (transient(r)) {
       const code = errCode(r);
       return code === 'node_full' || code === 'too_many_connections' ? 'full' : 'retry';
@@ -603,7 +640,7 @@ textarea,input{font-size:16px}
     return 'stale';
   }
 
-  // The next step of a loop, after `ms`. Only one is ever pending (S.next),
+  // The next step of a loop, after ms. Only one is ever pending (S.next),
   // so nothing can start a second loop beside the first.
   function later(gen, fn, ms) {
     _clearTimeout(S.timer);
@@ -621,7 +658,7 @@ textarea,input{font-size:16px}
   async function poll(gen) {
     const res = await pollOnce(gen, 0);
     if (res === 'stale') return;
-    if (res === 'retry' || res === 'full') { retryLater(gen, poll); return; }
+    if (res === 'retry' || res === 'full' || res === 'down') { retryLater(gen, poll); return; }
     S.failures = 0;
     later(gen, poll, res === 'more' ? 0 : S.pollMs);
   }
@@ -631,8 +668,12 @@ textarea,input{font-size:16px}
     const res = await pollOnce(gen, LONG_POLL_SECS);
     if (res === 'stale') return;
     if (res === 'full') { fallDown(gen); return; }
-    if (res === 'retry') {
-      if (!S.rungOk && ++S.rungFails >= 2) { fallDown(gen); return; }
+    if (res === 'retry' || res === 'down') {
+      // Held requests failing while a plain poll goes through: something on
+      // the way cuts them (a proxy's short read timeout).
+      const probe = await pollOnce(gen, 0);
+      if (probe === 'stale') return;
+      if (probe !== 'down' && probe !== 'retry' && ++S.rungFails >= (S.rungOk ? 4 : 2)) { fallDown(gen); return; }
       retryLater(gen, longPoll);
       return;
     }
@@ -642,43 +683,64 @@ textarea,input{font-size:16px}
     later(gen, longPoll, 0);
   }
 
-  // A WebSocket or EventSource connection of this session ended. `opened`:
-  // it got through (the handshake passed); `code`: the close reason, if any.
-  async function lost(gen, openedAt, code) {
+  // A WebSocket or EventSource connection of this session ended.
+  // confirmedAt: when it was known to work (SSE: opened; WebSocket: first
+  // frame, or alive past the server's auth timeout), else 0. code: the
+  // close reason, if any.
+  async function lost(gen, confirmedAt, code) {
     if (gen !== S.session) return;
     stopLive();
     if (REJOIN.includes(code)) { rejoin(gen); return; }
-    if (openedAt) {
+    if (S.rung === 0 && S.wsBlocked) { fallDown(gen); return; }
+    if (confirmedAt) {
       S.rungOk = true;
-      if (_now() - openedAt > 30000) S.failures = 0; // it lived: start backoff afresh
+      S.rungFails = 0;
+      if (_now() - confirmedAt > 30000) S.failures = 0; // it lived: start backoff afresh
     } else {
-      // It never opened, and a browser does not say why. A plain poll does:
+      // It never worked, and a browser does not say why. A plain poll does:
       // it reports token and room errors, and brings the news meanwhile.
       // Only a server that answers it counts against the transport.
       setStatus('reconnecting');
       const res = await pollOnce(gen, 0);
       if (res === 'stale') return;
-      if (res !== 'retry' && ((S.rung === 0 && S.wsBlocked) || (!S.rungOk && ++S.rungFails >= 2))) { fallDown(gen); return; }
+      if ((S.rung === 0 && S.wsBlocked) ||
+          (res !== 'retry' && res !== 'down' && ++S.rungFails >= (S.rungOk ? 4 : 2))) { fallDown(gen); return; }
     }
-    if (code === 'draining') { // the node is leaving: reconnect at once, spread over 1 s
-      setStatus('reconnecting');
-      later(gen, connect, _random() * 1000);
-      return;
-    }
-    retryLater(gen, connect);
+    S.failures++;
+    setStatus('reconnecting');
+    // The node is leaving: reconnect at once, spread over 1 s (the first
+    // time; a node that keeps saying so gets the usual backoff).
+    later(gen, connect, code === 'draining' && S.failures < 3 ? _random() * 1000 : backoff(S.failures - 1));
+  }
+
+  // A stream that has brought nothing since it opened is checked against a
+  // plain poll (not applied, only looked at) after 15 s, 1 min and 4 min:
+  // if the poll has a message the stream has not delivered, the stream must
+  // deliver it soon (watchDelivery). A quiet room costs three polls.
+  function audit(gen, isOpen, delivered, n = 0) {
+    if (n > 2) return;
+    _setTimeout(async () => {
+      if (gen !== S.session || !isOpen() || delivered()) return;
+      const seq = await pollOnce(gen, 0, true);
+      if (typeof seq === 'number' && seq > S.liveSeq) watchDelivery(seq);
+      if (typeof seq === 'number' || seq === 'ok') audit(gen, isOpen, delivered, n + 1);
+    }, AUDIT_MS * 4 ** n);
   }
 
   // Rung 1: WebSocket, authenticated by its first message (URLs get logged).
   function openWebSocket(gen) {
     let ws = null;
     let openedAt = 0;
+    let confirmedAt = 0;
+    let frames = 0;
     let done = false;
+    const confirm = () => { if (!confirmedAt && !done) { confirmedAt = _now(); setStatus('online'); } };
     const end = (code) => {
       if (done) return;
       done = true;
       _clearTimeout(timer);
       try { ws.close(); } catch (_) { /* already closed */ }
-      lost(gen, openedAt, code);
+      lost(gen, confirmedAt, code);
     };
     const timer = _setTimeout(() => { if (!openedAt) end(''); }, CONNECT_TIMEOUT_MS);
     try {
@@ -693,12 +755,17 @@ textarea,input{font-size:16px}
     ws.onopen = () => {
       openedAt = _now();
       ws.send(_stringify({ type: 'auth', token: S.token, cursor: S.cursor }));
-      setStatus('online');
+      // Refusals of the auth come as a close within the server's timeout;
+      // a connection alive past it was accepted.
+      _setTimeout(confirm, CONFIRM_MS);
+      audit(gen, () => !done, () => frames > 0);
     };
     ws.onmessage = (e) => {
       if (done || typeof e.data !== 'string') return;
       let b = null;
       try { b = _parse(e.data); } catch (_) { return; }
+      frames++;
+      confirm();
       if (!onBatch(gen, b)) { done = true; try { ws.close(1000); } catch (_) { /* closed */ } }
     };
     // 1008 carries an error code as its reason, 1012 "draining"; others
@@ -730,11 +797,18 @@ textarea,input{font-size:16px}
       return;
     }
     S.live = () => { done = true; _clearTimeout(timer); es.close(); };
-    es.onopen = () => { openedAt = openedAt || _now(); setStatus('online'); };
+    let frames = 0;
+    es.onopen = () => {
+      // The stream starts only after every check passed: open means accepted.
+      if (!openedAt) audit(gen, () => !done, () => frames > 0);
+      openedAt = openedAt || _now();
+      setStatus('online');
+    };
     es.onmessage = (e) => {
       if (done) return;
       let b = null;
       try { b = _parse(e.data); } catch (_) { return; }
+      frames++;
       if (!onBatch(gen, b)) { done = true; es.close(); }
     };
     es.addEventListener('close', (e) => {
@@ -745,11 +819,11 @@ textarea,input{font-size:16px}
     es.onerror = () => end('');
   }
 
-  // Apply events in order. Returns false on `reset` (nothing after it
+  // Apply events in order. Returns false on reset (nothing after it
   // applies; the caller joins again).
   function applyEvents(events) {
     let membersChanged = false;
-    for (const ev of events) {
+    for (const ev of list(events)) {
       if (!ev) continue;
       switch (ev.type) {
         case 'message':
@@ -759,7 +833,7 @@ textarea,input{font-size:16px}
         case 'join':
           if (ev.member) {
             if (!S.members.has(ev.member.guest_id)) S.count++;
-            S.members.set(ev.member.guest_id, ev.member.nickname); membersChanged = true;
+            S.members.set(ev.member.guest_id, String(ev.member.nickname || '')); membersChanged = true;
           }
           break;
         case 'leave':
@@ -767,7 +841,7 @@ textarea,input{font-size:16px}
           break;
         case 'members':
           S.members.clear();
-          for (const m of ev.members || []) S.members.set(m.guest_id, m.nickname);
+          for (const m of list(ev.members)) if (m) S.members.set(m.guest_id, String(m.nickname || ''));
           S.count = Number(ev.count) || S.members.size;
           membersChanged = true;
           break;
@@ -782,12 +856,18 @@ textarea,input{font-size:16px}
 
   // An open stream must bring back what we sent. If it has not after
   // STALL_MS, something between us and the node holds it: go down a rung.
+  // A rung that worked before gets one fresh connection first (a socket
+  // left half-open by a laptop's sleep looks the same).
   function watchDelivery(seq) {
     const gen = S.session;
     const rung = S.rung;
-    if (rung > 1) return;
+    const live = S.live;
+    if (rung > 1 || !live) return;
     _setTimeout(() => {
-      if (gen === S.session && rung === S.rung && S.live && S.liveSeq < seq) fallDown(gen);
+      if (gen !== S.session || rung !== S.rung || S.live !== live) return;
+      if (S.liveSeq >= seq) { S.stalls = 0; return; }
+      if (S.rungOk && ++S.stalls < 2) connect(gen);
+      else fallDown(gen);
     }, STALL_MS);
   }
 
@@ -820,10 +900,11 @@ textarea,input{font-size:16px}
           ui.input.value = '';
           return;
         }
-        const auth = r && (r.status === 401 || errCode(r) === 'wrong_room');
+        const auth = r && (r.status === 401 || errCode(r) === 'wrong_room' || errCode(r) === 'unknown_room');
         if (attempt < 3 && (auth || transient(r))) {
-          if (auth) { if (!(await join())) { ui.sfErr.textContent = t('notconn'); return; } }
-          else await sleep(500 + backoff(attempt));
+          // A join that lost to a newer one (S.joining) is not a failure.
+          if (auth) { if (!(await join()) && !S.joining) { ui.sfErr.textContent = t('notconn'); return; } }
+          else await sleep(r && r.retryAfter ? r.retryAfter * 1000 : 500 + backoff(attempt));
           continue;
         }
         ui.sfErr.textContent = r ? errMsg(r, t('notsent')) : t('unreach');
@@ -857,7 +938,14 @@ textarea,input{font-size:16px}
   });
   _on('pageshow', (e) => { if (e.persisted && S.active) join(); });
   // The network is back: reconnect now rather than at the end of a backoff.
-  _on('online', () => { if (S.active && S.next) { S.failures = 0; later(S.session, S.next, 0); } });
+  // The network is back: reconnect now (from the cursor: nothing is lost)
+  // rather than at the end of a backoff, or over a socket that may be dead.
+  _on('online', () => {
+    if (!S.active || S.joining) return;
+    S.failures = 0;
+    if (S.next) later(S.session, S.next, 0);
+    else if (S.live) connect(S.session);
+  });
   _on('offline', () => { if (S.active) setStatus('offline'); });
 
   // A host CSP without our ws(s):// origin in connect-src blocks the
