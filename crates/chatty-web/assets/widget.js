@@ -953,7 +953,10 @@ textarea,input{font-size:16px}
   // instead of trying again (and reporting a second violation).
   D.addEventListener('securitypolicyviolation', (e) => {
     const uri = String(e.blockedURI || '');
-    if (uri === wsBase || uri.startsWith(wsBase + '/')) S.wsBlocked = true;
+    if (uri !== wsBase && !uri.startsWith(wsBase + '/')) return;
+    S.wsBlocked = true;
+    // Chromium may never fire close on a WebSocket its CSP refused.
+    if (S.active && S.rung === 0 && !S.joining) connect(S.session);
   });
 
   // An async script may run before <body> exists.
