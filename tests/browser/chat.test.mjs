@@ -283,13 +283,16 @@ test('hostile messages and nicknames are shown as text: no markup, no script, no
   await bob.context.close();
 });
 
-test('a host page with a strict CSP: the widget works and causes no violation', async () => {
+test('a host page with a strict CSP and Trusted Types: the widget works and causes no violation', async () => {
   const [one, two] = bases;
   const host = await hostPage({
     chatBase: one,
     // The chat host in both schemes it is reached by: a CSP `http:` source
     // does not cover `ws:` (the reverse holds), see docs/embedding.md.
-    csp: `default-src 'self'; script-src ${one}; connect-src ${one} ${one.replace(/^http/, 'ws')}; style-src 'self'`,
+    // Trusted Types too: a widget that wrote HTML strings anywhere would
+    // be refused (and reported) on such a host.
+    csp: `default-src 'self'; script-src ${one}; connect-src ${one} ${one.replace(/^http/, 'ws')}; style-src 'self'; `
+      + `require-trusted-types-for 'script'`,
   });
   const ann = await visitor(host, 'Ann');
   const bob = await visitor(two, 'Bob');
