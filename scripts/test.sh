@@ -120,6 +120,18 @@ drop_leftover_test_keys() {
     | xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
 }
 
+# --- nginx (the edge tests run the shipped nginx/ configuration) ---------------
+ensure_nginx() {
+  if [ ! -x /usr/sbin/nginx ]; then
+    say "installing nginx"
+    apt_install nginx
+  fi
+  # The tests start their own nginx processes on free loopback ports, from
+  # a temporary prefix; a system nginx the package may have started is not
+  # used and not touched.
+  /usr/sbin/nginx -v
+}
+
 # --- Chromium and Node.js (browser tests) -------------------------------------
 ensure_browser_tools() {
   local missing=()
@@ -160,6 +172,9 @@ ensure_redis
 drop_leftover_test_keys
 echo "tests use $CHATTY_TEST_REDIS_URL"
 
+say "nginx"
+ensure_nginx
+
 # --- Hygiene ----------------------------------------------------------------
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -175,7 +190,7 @@ fi
 echo "ok"
 
 # --- Tests --------------------------------------------------------------------
-say "tests: unit, storage suite (SQLite + MariaDB), API suite (embedded, SQLite), cluster suite (shared)"
+say "tests: unit, storage suite (SQLite + MariaDB), API suite (embedded, SQLite), cluster suite (shared), edge suite (nginx + chatty processes)"
 counted cargo test --workspace
 
 say "API suite, embedded mode on MariaDB"

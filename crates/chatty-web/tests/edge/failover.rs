@@ -1,0 +1,162 @@
+//! Nodes dying, joining and losing Redis under traffic, behind nginx.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::harness::{Edge, free_port};
+use crate::traffic::Traffic;
+
+const MESSAGES: u64 = 60;
+
+fn no_send_limit() -> Vec<(String, String)> {
+    vec![("CHATTY__CHAT__SENDS_PER_MINUTE".into(), "0".into())]
+}
+
+#[tokio::test]
+async fn a_node_killed_under_traffic_loses_and_duplicates_nothing() {
+    let mut edge = Edge::start_with(3, no_send_limit()).await;
+    let traffic = Traffic::start(&edge, MESSAGES).await;
+    traffic.wait_sent(MESSAGES / 3).await;
+    edge.nodes[0].kill_9();
+    let report = traffic.finish().await;
+    report.assert_exactly_once(MESSAGES);
+    assert!(
+        report.failures.is_empty(),
+        "nginx retries what the dead node dropped, so no client request fails: {:?} \
+         ({} WebSocket reconnects)\nnginx error log:\n{}",
+        report.failures,
+        report.reconnects,
+        edge.nginx.error_log()
+    );
+}
+
+#[tokio::test]
+async fn a_node_added_under_traffic_with_a_reload_fails_no_request() {
+    let mut edge = Edge::start_with(3, no_send_limit()).await;
+    let traffic = Traffic::start(&edge, MESSAGES).await;
+    traffic.wait_sent(MESSAGES / 4).await;
+    let added = edge.add_node().await;
+    let ports: Vec<u16> = edge.nodes.iter().map(|n| n.port).collect();
+    edge.nginx.set_upstreams(&ports);
+    let report = traffic.finish().await;
+    report.assert_exactly_once(MESSAGES);
+    assert!(
+        report.failures.is_empty(),
+        "no request failed: {:?}\nnginx error log:\n{}",
+        report.failures,
+        edge.nginx.error_log()
+    );
+    // The new node took its share (least connections: the pollers' requests).
+    let text = edge
+        .client
+        .get(format!("{}/metrics", edge.nodes[added].base()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let served = crate::harness::sum_metric(
+        &text,
+        "chatty_http_requests_total",
+        &[("route", "/api/v1/rooms/{room_id}/events")],
+    ) + crate::harness::sum_metric(
+        &text,
+        "chatty_http_requests_total",
+        &[("route", "/api/v1/rooms/{room_id}/messages")],
+    );
+    assert!(served > 0.0, "the added node served visitors");
+}
+
+#[tokio::test]
+async fn a_node_drained_out_of_nginx_under_traffic_fails_no_request() {
+    let mut edge = Edge::start_with(3, no_send_limit()).await;
+    let traffic = Traffic::start(&edge, MESSAGES).await;
+    traffic.wait_sent(MESSAGES / 4).await;
+    // The runbook: take it out of the upstream, reload, then SIGTERM.
+    let ports: Vec<u16> = edge.nodes[1..].iter().map(|n| n.port).collect();
+    edge.nginx.set_upstreams(&ports);
+    edge.nodes[0].terminate();
+    assert!(
+        edge.nodes[0].wait_exit(Duration::from_secs(15)),
+        "the drained node exits"
+    );
+    let report = traffic.finish().await;
+    report.assert_exactly_once(MESSAGES);
+    assert!(
+        report.failures.is_empty(),
+        "no request failed: {:?}\nnginx error log:\n{}",
+        report.failures,
+        edge.nginx.error_log()
+    );
+}
+
+/// A Redis server of the test's own, to stop without disturbing others.
+struct PrivateRedis(Child);
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn readyz_turns_false_when_the_nodes_redis_stops() {
+    let edge = Edge::start(1).await;
+    let port = free_port();
+    let redis = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let mut redis = PrivateRedis(redis);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let node = edge
+        .spawn_extra_node(&[
+            ("CHATTY__REDIS__URL", format!("redis://127.0.0.1:{port}")),
+            ("CHATTY__REDIS__HEARTBEAT_MS", "200".into()),
+            ("CHATTY__REDIS__TIMEOUT_MS", "500".into()),
+        ])
+        .await;
+    let readyz = format!("{}/readyz", node.base());
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = edge.client.get(&readyz).send().await
+            && r.status() == StatusCode::OK
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the node is ready with its Redis up");
+
+    let _ = redis.0.kill();
+    let _ = redis.0.wait();
+    let mut answer = None;
+    for _ in 0..150 {
+        let r = edge.client.get(&readyz).send().await.expect("readyz");
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            answer = Some(r.json::<serde_json::Value>().await.expect("json"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = answer.expect("/readyz says 503 once Redis is gone");
+    assert_eq!(body["error"]["code"], "bus_unavailable", "{body}");
+    let alive = edge
+        .client
+        .get(format!("{}/healthz", node.base()))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(
+        alive.status(),
+        StatusCode::OK,
+        "still alive, just not ready"
+    );
+}

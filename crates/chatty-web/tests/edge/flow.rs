@@ -1,0 +1,210 @@
+//! Every transport, the widget and the error answers, through nginx.
+
+use std::time::Duration;
+
+use chatty_protocol::Event;
+use reqwest::StatusCode;
+
+use crate::harness::{Edge, poll, send_once};
+use crate::push_client::{SseClient, WsClient, auth_message, ws_url_bare};
+
+fn message_seqs(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { message } => Some(message.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_reaches_websocket_sse_long_poll_and_poll_clients_through_nginx() {
+    let edge = Edge::start(2).await;
+    let base = edge.base();
+    let ann = edge.join("Ann").await;
+    let bob = edge.join("Bob").await;
+    let cursor = bob.cursor.to_string();
+
+    let mut ws = WsClient::connect(&ws_url_bare(&base, bob.room.id), None)
+        .await
+        .expect("the WebSocket upgrade passes nginx");
+    ws.send_text(auth_message(&bob.token, &cursor)).await;
+    let mut sse = SseClient::connect(&base, &bob, &cursor, None)
+        .await
+        .expect("the SSE stream passes nginx");
+    let long_poll = {
+        let client = edge.client.clone();
+        let url = format!(
+            "{base}/api/v1/rooms/{}/events?cursor={cursor}&wait=20",
+            bob.room.id
+        );
+        let token = bob.token.clone();
+        tokio::spawn(async move {
+            // Held by the app until Ann's message (not by nginx's cache).
+            loop {
+                let response = client
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("long-poll");
+                assert_eq!(response.status(), StatusCode::OK);
+                let batch: chatty_protocol::api::PollResponse =
+                    response.json().await.expect("long-poll body");
+                if !message_seqs(&batch.events).is_empty() {
+                    return message_seqs(&batch.events);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seq = send_once(
+        &edge.client,
+        &base,
+        &ann,
+        "through-nginx-1",
+        "hello through nginx",
+    )
+    .await
+    .expect("the send passes nginx");
+
+    let mut from_ws = Vec::new();
+    while !from_ws.contains(&seq) {
+        from_ws.extend(message_seqs(&ws.next_batch().await.events));
+    }
+    let mut from_sse = Vec::new();
+    while !from_sse.contains(&seq) {
+        from_sse.extend(message_seqs(&sse.next_batch().await.events));
+    }
+    let from_long_poll = tokio::time::timeout(Duration::from_secs(15), long_poll)
+        .await
+        .expect("the long-poll is answered")
+        .expect("long-poll task");
+    let from_poll = poll(&edge.client, &base, &bob, &cursor)
+        .await
+        .expect("poll")
+        .expect("news");
+    for (transport, seen) in [
+        ("websocket", from_ws),
+        ("sse", from_sse),
+        ("long-poll", from_long_poll),
+        ("poll", message_seqs(&from_poll.events)),
+    ] {
+        assert_eq!(seen, vec![seq], "{transport} sees the message once");
+    }
+}
+
+#[tokio::test]
+async fn nginx_serves_the_widget_from_its_cache_and_revalidates_it() {
+    let edge = Edge::start(1).await;
+    let widget_route = [("route", "/widget.js")];
+    let before = edge
+        .metric_sum("chatty_http_requests_total", &widget_route)
+        .await;
+    let mut etag = String::new();
+    for _ in 0..5 {
+        let response = edge
+            .client
+            .get(format!("{}/widget.js", edge.base()))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("widget");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response
+                .headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok()),
+            Some("gzip")
+        );
+        etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .expect("etag")
+            .to_owned();
+    }
+    let revalidated = edge
+        .client
+        .get(format!("{}/widget.js", edge.base()))
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("widget");
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    let after = edge
+        .metric_sum("chatty_http_requests_total", &widget_route)
+        .await;
+    assert_eq!(
+        after - before,
+        1.0,
+        "six fetches through nginx, one reached the app"
+    );
+}
+
+#[tokio::test]
+async fn nginx_refuses_with_chattys_json_errors_and_hides_metrics() {
+    let edge = Edge::start(1).await;
+    let base = edge.base();
+    // Not the exempt 127.0.0.1: this client is limited like a visitor.
+    let visitor = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    for path in ["/metrics", "/no/such/thing"] {
+        let response = visitor
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+
+    // Joins: 1 a second with a burst of 10 per address.
+    let mut limited = None;
+    for i in 0..30 {
+        let response = visitor
+            .post(format!("{base}/api/v1/join"))
+            .json(&serde_json::json!({"site_key": "demo", "nickname": format!("J{i}")}))
+            .send()
+            .await
+            .expect("join");
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let limited = limited.expect("the join limit answers 429 within 30 joins");
+    assert_eq!(
+        limited
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = limited.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    // A body over nginx's 16 KiB cap never reaches the app.
+    let guest = edge.join("Big").await;
+    let response = edge
+        .client
+        .post(format!("{base}/api/v1/rooms/{}/messages", guest.room.id))
+        .bearer_auth(&guest.token)
+        .header("content-type", "application/json")
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
