@@ -61,6 +61,11 @@ pub struct JoinResponse {
     pub cursor: RoomCursor,
     /// How often to poll, in milliseconds.
     pub poll_interval_ms: u64,
+    /// A guest the server has not heard from for this long is no longer
+    /// present. Behind a poll cache that answers polls without the server
+    /// (nginx's micro-cache), a client makes sure one of its polls reaches
+    /// the server well within it (`touch=1`).
+    pub presence_timeout_ms: u64,
     /// The server's limit on message bodies, in characters.
     pub max_body_chars: usize,
 }

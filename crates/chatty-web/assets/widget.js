@@ -110,6 +110,7 @@
     rung: topRung, rungFails: 0, rungOk: false, live: null, next: null, liveSeq: 0,
     wsBlocked: false, // the host's CSP refused our WebSocket
     poll: null,       // AbortController of the poll in flight
+    presenceMs: 6000, touchedAt: 0, behindCache: false, // see pollOnce
     stalls: 0,        // open streams that did not bring our message back
     climb: 0,         // timer: try the top rung again after a while below it
     active: false, sending: false, focusAfterJoin: false,
@@ -161,7 +162,10 @@
       if (res.status !== 304 && res.status !== 204) {
         try { data = _parse(await res.text()); } catch (_) { data = null; }
       }
-      return { status: res.status, data, retryAfter: Number(res.headers.get('Retry-After')) || 0 };
+      return {
+        status: res.status, data, retryAfter: Number(res.headers.get('Retry-After')) || 0,
+        cache: res.headers.get('X-Chatty-Cache'),
+      };
     } finally {
       _clearTimeout(timer);
     }
@@ -510,6 +514,8 @@ textarea,input{font-size:16px}
     S.roomId = d.room.id;
     S.cursor = d.cursor;
     S.pollMs = Math.min(Math.max(Number(d.poll_interval_ms) || 2000, 250), 60000);
+    S.presenceMs = Number(d.presence_timeout_ms) || 3 * S.pollMs;
+    S.touchedAt = _now();
     S.maxBody = Number(d.max_body_chars) || 2000;
     S.active = true;
     storeSet(NICK_KEY, S.nick);
@@ -612,16 +618,27 @@ textarea,input{font-size:16px}
   // again), 'down' (no answer: network, timeout), 'full' (the node refuses to
   // hold a connection) or 'stale' (superseded, or a rejoin was started).
   // With peek, a 200 is not applied: its highest message seq is returned.
+  //
+  // Presence: the server counts a guest present while its polls reach it.
+  // Behind nginx's poll cache (answers marked X-Chatty-Cache) most do not,
+  // so a poll due to reach the server too late is sent with touch=1, which
+  // the cache always passes on.
   async function pollOnce(gen, wait, peek) {
     const ctl = _AbortController ? new _AbortController() : null;
     S.poll = ctl;
+    const touch = !wait && S.behindCache && _now() - S.touchedAt + S.pollMs >= S.presenceMs / 2;
     let r = null;
     try {
-      r = await api('GET', '/api/v1/rooms/' + S.roomId + '/events?cursor=' + _enc(S.cursor) + (wait ? '&wait=' + wait : ''),
+      r = await api('GET', '/api/v1/rooms/' + S.roomId + '/events?cursor=' + _enc(S.cursor) +
+        (wait ? '&wait=' + wait : '') + (touch ? '&touch=1' : ''),
         { token: S.token, etag: S.cursor, timeout: wait * 1000 + REQUEST_TIMEOUT_MS, ctl });
     } catch (_) { /* network, timeout */ }
     if (S.poll === ctl) S.poll = null;
     if (gen !== S.session || (ctl && ctl.stopped)) return 'stale';
+    if (r && r.status < 400) {
+      if (r.cache) S.behindCache = true;
+      if (!r.cache || r.cache === 'MISS' || r.cache === 'EXPIRED' || r.cache === 'BYPASS') S.touchedAt = _now();
+    }
     if (r && r.status === 304) { if (!peek) setStatus('online'); return 'ok'; }
     if (r && r.status === 200) {
       if (!r.data || typeof r.data !== 'object') return 'retry';

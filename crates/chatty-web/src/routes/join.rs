@@ -74,6 +74,8 @@ pub async fn join(
         messages: snapshot.messages,
         cursor: snapshot.cursor,
         poll_interval_ms: state.settings.chat.poll_interval_ms,
+        presence_timeout_ms: u64::try_from(state.settings.chat.presence_timeout().as_millis())
+            .unwrap_or(u64::MAX),
         max_body_chars: state.settings.chat.max_body_chars,
     }))
 }

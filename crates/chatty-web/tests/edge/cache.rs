@@ -71,6 +71,9 @@ async fn a_crowd_polling_an_unchanged_room_costs_the_app_about_one_poll_a_second
         .metric_sum("chatty_http_requests_total", &[("route", EVENTS_ROUTE)])
         .await;
     let reached_app = after - before;
+    eprintln!(
+        "micro-cache: {polls} polls in {elapsed:.1} s through nginx, {reached_app} reached the app"
+    );
     assert!(
         polls >= 400,
         "the crowd polled ({polls} polls in {elapsed:.1} s)"
@@ -153,4 +156,46 @@ async fn news_reaches_every_cached_poller_within_a_poll_interval_and_a_second() 
         let delay = seen.saturating_duration_since(acknowledged);
         assert!(delay <= bound, "a poller saw the news after {delay:?}");
     }
+}
+
+#[tokio::test]
+async fn a_poll_with_touch_always_reaches_the_app() {
+    let edge = Edge::start_with(1, long_presence()).await;
+    let base = edge.base();
+    let guest = edge.join("Toucher").await;
+    let mut cursor = guest.cursor.to_string();
+    while let Some(batch) = poll(&edge.client, &base, &guest, &cursor)
+        .await
+        .expect("poll")
+    {
+        cursor = batch.cursor.to_string();
+    }
+    let count = || edge.metric_sum("chatty_http_requests_total", &[("route", EVENTS_ROUTE)]);
+    let before = count().await;
+    for _ in 0..5 {
+        let response = edge
+            .client
+            .get(format!(
+                "{base}/api/v1/rooms/{}/events?cursor={cursor}&touch=1",
+                guest.room.id
+            ))
+            .bearer_auth(&guest.token)
+            .header("if-none-match", format!("\"{cursor}\""))
+            .send()
+            .await
+            .expect("touch poll");
+        assert_eq!(response.status(), reqwest::StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            response
+                .headers()
+                .get("x-chatty-cache")
+                .and_then(|v| v.to_str().ok()),
+            Some("BYPASS")
+        );
+    }
+    assert_eq!(
+        count().await - before,
+        5.0,
+        "every touch poll reached the app"
+    );
 }
