@@ -83,6 +83,10 @@ pub trait EventBus: Send + Sync + std::fmt::Debug + 'static {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// The connection pool's state, for metrics (`None`: no pool).
+    fn pool_status(&self) -> Option<crate::PoolStatus> {
+        None
+    }
 }
 
 /// The single-process bus of the embedded mode.

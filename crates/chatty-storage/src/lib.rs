@@ -21,6 +21,7 @@ pub mod domain;
 mod entity;
 pub mod error;
 pub mod migration;
+pub mod observe;
 pub mod presence;
 pub mod rate;
 pub mod redis;
@@ -30,6 +31,7 @@ mod store;
 pub use bus::{BusEvent, EventBus, InProcessBus};
 pub use domain::{NewMessage, NewSite, PostOutcome, Room, Site, StoredMessage};
 pub use error::StoreError;
+pub use observe::{LatencyObserver, PoolStatus};
 pub use presence::{
     InMemoryPresence, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches,
 };

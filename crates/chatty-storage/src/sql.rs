@@ -66,6 +66,8 @@ pub struct QueryStats {
     pub queries: AtomicU64,
     pub failed: AtomicU64,
     pub micros: AtomicU64,
+    /// Each statement's duration, for a histogram.
+    pub latency: crate::LatencyObserver,
 }
 
 impl QueryStats {
@@ -134,6 +136,7 @@ impl SqlStore {
             }
             let micros = u64::try_from(info.elapsed.as_micros()).unwrap_or(u64::MAX);
             counter.micros.fetch_add(micros, Ordering::Relaxed);
+            counter.latency.observe(info.elapsed);
         });
 
         // Up to 60 s waiting for another node's migrations, then time for ours.
@@ -545,6 +548,29 @@ impl Store for SqlStore {
                 .collect()
         })
         .await
+    }
+
+    fn pool_status(&self) -> Option<crate::PoolStatus> {
+        // Each getter panics for another backend: ask the backend first.
+        match self.db.get_database_backend() {
+            sea_orm::DbBackend::MySql => {
+                let pool = self.db.get_mysql_connection_pool();
+                Some(crate::PoolStatus {
+                    open: pool.size() as usize,
+                    idle: pool.num_idle(),
+                    max: pool.options().get_max_connections() as usize,
+                })
+            }
+            sea_orm::DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                Some(crate::PoolStatus {
+                    open: pool.size() as usize,
+                    idle: pool.num_idle(),
+                    max: pool.options().get_max_connections() as usize,
+                })
+            }
+            _ => None,
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

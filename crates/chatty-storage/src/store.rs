@@ -45,6 +45,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<StoredMessage>, StoreError>;
     /// The newest seq of each of these rooms (rooms that do not exist are left out).
     async fn last_seqs(&self, room_ids: &[i64]) -> Result<Vec<(i64, u64)>, StoreError>;
+    /// The connection pool's state, for metrics (`None`: no pool).
+    fn pool_status(&self) -> Option<crate::PoolStatus> {
+        None
+    }
     /// Is the store reachable?
     async fn ping(&self) -> Result<(), StoreError>;
 }

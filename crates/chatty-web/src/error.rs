@@ -85,9 +85,12 @@ pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
         // Slots come back as this address's connections close.
         response.insert_header(("Retry-After", "5"));
     }
-    response
+    let mut response = response
         .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .json(ErrorBody::new(code, message))
+        .json(ErrorBody::new(code, message));
+    // For the metrics middleware (refusals by a limit are counted by code).
+    response.extensions_mut().insert(code);
+    response
 }
 
 impl ResponseError for ApiError {

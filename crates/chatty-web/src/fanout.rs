@@ -162,8 +162,13 @@ struct Subscriber {
 pub struct FanoutStats {
     /// Frames put in a subscriber queue.
     pub frames_queued: AtomicU64,
+    /// Messages put in subscriber queues (one per message per subscriber).
+    pub messages_queued: AtomicU64,
     /// Subscribers dropped because their queue was full.
     pub slow_consumers: AtomicU64,
+    /// From a message's commit (its `created_at`, the accepting node's
+    /// clock) to this node applying it: the fan-out lag.
+    pub lag: chatty_storage::LatencyObserver,
 }
 
 /// A room's push subscribers on this node.
@@ -205,9 +210,10 @@ impl Subscribers {
         self.map.values().map(|s| &*s.guest)
     }
 
-    /// Queues `frame` for every subscriber without waiting; a subscriber
-    /// whose queue is full (or whose connection is gone) is dropped.
-    pub fn broadcast(&mut self, frame: &Arc<LiveFrame>, stats: &FanoutStats) {
+    /// Queues `frame` (holding `messages` messages) for every subscriber
+    /// without waiting; a subscriber whose queue is full (or whose
+    /// connection is gone) is dropped.
+    pub fn broadcast(&mut self, frame: &Arc<LiveFrame>, messages: u64, stats: &FanoutStats) {
         let mut queued = 0u64;
         let mut slow = 0u64;
         self.map.retain(
@@ -224,6 +230,11 @@ impl Subscribers {
             },
         );
         stats.frames_queued.fetch_add(queued, Ordering::Relaxed);
+        if messages > 0 {
+            stats
+                .messages_queued
+                .fetch_add(queued * messages, Ordering::Relaxed);
+        }
         if slow > 0 {
             stats.slow_consumers.fetch_add(slow, Ordering::Relaxed);
         }
@@ -265,7 +276,7 @@ mod tests {
         subscribers.insert(1, fast_tx, claims("fast"));
         subscribers.insert(2, slow_tx, claims("slow"));
         for seq in 1..=3 {
-            subscribers.broadcast(&frame(seq), &stats);
+            subscribers.broadcast(&frame(seq), 1, &stats);
             // The fast one reads as it goes.
             let got = fast_rx.try_recv().expect("fast subscriber receives");
             assert_eq!(got.cursor.seq, seq);

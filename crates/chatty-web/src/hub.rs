@@ -343,7 +343,7 @@ impl RoomInner {
             self.presence_dirty = false;
             self.presence_announced = self.presence_version;
             let members = self.current_members_event();
-            self.announce(&members);
+            self.announce(&members, 0);
         }
     }
 
@@ -360,13 +360,13 @@ impl RoomInner {
     /// wakes long-polls and queues one shared frame for every subscriber.
     /// Called with the room locked, right after the change, so subscribers
     /// see changes in the order they were applied.
-    fn announce(&mut self, event: &str) {
+    fn announce(&mut self, event: &str, messages: u64) {
         self.changed.notify_waiters();
         if self.subscribers.is_empty() {
             return;
         }
         let frame = Arc::new(LiveFrame::new(std::iter::once(event), self.cursor(), false));
-        self.subscribers.broadcast(&frame, &self.stats);
+        self.subscribers.broadcast(&frame, messages, &self.stats);
     }
 
     fn cursor(&self) -> RoomCursor {
@@ -393,7 +393,7 @@ impl RoomInner {
         .into_boxed_str();
         self.last_seq = message.seq;
         let message = Arc::new(WindowMessage { view, event_json });
-        self.announce(&message.event_json);
+        self.announce(&message.event_json, 1);
         self.window.push_back(message);
         while self.window.len() > capacity {
             self.window.pop_front();
@@ -444,7 +444,7 @@ impl RoomInner {
             self.flush_presence();
         } else {
             self.presence_announced = self.presence_version;
-            self.announce(&event);
+            self.announce(&event, 0);
         }
         self.presence_log.push_back((change.version, event));
         while self.presence_log.len() > log_capacity {
@@ -509,7 +509,7 @@ impl RoomInner {
             self.changed.notify_waiters();
         } else {
             let members = self.current_members_event();
-            self.announce(&members);
+            self.announce(&members, 0);
         }
         self.drain_presence(log_capacity);
     }
@@ -816,6 +816,8 @@ impl Hub {
     }
 
     fn apply_to(self: &Arc<Self>, room: &Arc<RoomState>, message: StoredMessage) {
+        let lag = chrono::Utc::now() - message.created_at;
+        self.stats.lag.observe(lag.to_std().unwrap_or_default());
         let needs_fill = lock(room).accept(message, self.settings.window_messages);
         if needs_fill {
             let hub = Arc::clone(self);

@@ -5,11 +5,13 @@
 //! never by raw path, so label cardinality stays bounded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use chatty_storage::{QueryStats, RedisStats};
+use chatty_protocol::ErrorCode;
+use chatty_storage::{PoolStatus, QueryStats, RedisStats};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::fanout::FanoutStats;
@@ -29,7 +31,50 @@ pub struct Metrics {
     pub push_connections: IntGaugeVec,
     /// `push_disconnects_total{transport,reason}`.
     pub push_disconnects: IntCounterVec,
+    /// `messages_delivered_total{transport}`: messages handed to clients
+    /// (a poll answer, a push queue), one per message per client.
+    pub messages_delivered: IntCounterVec,
+    /// `rate_limited_total{code}`: requests refused by a limit.
+    pub rate_limited: IntCounterVec,
+    db_pool: IntGaugeVec,
+    redis_pool: IntGaugeVec,
     query_stats: Arc<QueryStats>,
+    fanout: Arc<FanoutStats>,
+    /// Push deliveries already added to `messages_delivered` (the fan-out
+    /// counts them in an atomic, without a label lookup per message).
+    push_delivered_seen: Arc<AtomicU64>,
+}
+
+/// Values read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    pub rooms_in_memory: usize,
+    pub db_pool: Option<PoolStatus>,
+    pub redis_pool: Option<PoolStatus>,
+}
+
+/// Latency buckets (seconds) for storage calls and the fan-out lag: from
+/// 100 µs (a Redis call on the same box) to 5 s (a stalled query).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+fn histogram(name: &str, help: &str) -> Result<Histogram, prometheus::Error> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+}
+
+fn pool_gauge(name: &str, help: &str) -> Result<IntGaugeVec, prometheus::Error> {
+    IntGaugeVec::new(Opts::new(name, help), &["state"])
+}
+
+fn set_pool(gauge: &IntGaugeVec, status: PoolStatus) {
+    let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    gauge.with_label_values(&["open"]).set(as_i64(status.open));
+    gauge.with_label_values(&["idle"]).set(as_i64(status.idle));
+    gauge
+        .with_label_values(&["in_use"])
+        .set(as_i64(status.open.saturating_sub(status.idle)));
+    gauge.with_label_values(&["max"]).set(as_i64(status.max));
 }
 
 impl Metrics {
@@ -80,9 +125,62 @@ impl Metrics {
             ),
             &["transport", "reason"],
         )?;
+        let messages_delivered = IntCounterVec::new(
+            Opts::new(
+                "messages_delivered_total",
+                "Messages handed to clients, one per message per client, by transport \
+                 (poll: in poll answers; push: queued for WebSocket/SSE connections)",
+            ),
+            &["transport"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Requests refused by a limit, by error code",
+            ),
+            &["code"],
+        )?;
+        let fanout_lag = histogram(
+            "fanout_lag_seconds",
+            "From a message's commit (the accepting node's clock) to this node applying it",
+        )?;
+        let db_duration = histogram("db_query_duration_seconds", "Duration of SQL statements")?;
+        let db_pool = pool_gauge(
+            "db_pool_connections",
+            "Database pool connections by state (open, idle, in_use, max)",
+        )?;
+        let redis_pool = pool_gauge(
+            "redis_pool_connections",
+            "Redis pool connections by state (open, idle, in_use, max)",
+        )?;
+        // Storage calls these at each statement / round trip / message.
+        let observe = |h: &Histogram| {
+            let h = h.clone();
+            move |d: std::time::Duration| h.observe(d.as_secs_f64())
+        };
+        query_stats.latency.set(observe(&db_duration));
+        fanout.lag.set(observe(&fanout_lag));
+        if let Some(redis_stats) = &redis_stats {
+            let redis_duration = histogram(
+                "redis_call_duration_seconds",
+                "Duration of Redis round trips",
+            )?;
+            redis_stats.latency.set(observe(&redis_duration));
+            registry.register(Box::new(redis_duration))?;
+            registry.register(Box::new(redis_pool.clone()))?;
+        }
+        registry.register(Box::new(messages_delivered.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(fanout_lag))?;
+        registry.register(Box::new(db_duration))?;
+        registry.register(Box::new(db_pool.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(push_connections.clone()))?;
         registry.register(Box::new(push_disconnects.clone()))?;
-        registry.register(Box::new(AtomicTotals::fanout(fanout)?))?;
+        registry.register(Box::new(AtomicTotals::fanout(Arc::clone(&fanout))?))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(polls.clone()))?;
@@ -103,7 +201,13 @@ impl Metrics {
             rooms_in_memory,
             push_connections,
             push_disconnects,
+            messages_delivered,
+            rate_limited,
+            db_pool,
+            redis_pool,
             query_stats,
+            fanout,
+            push_delivered_seen: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -112,10 +216,32 @@ impl Metrics {
         self.query_stats.queries()
     }
 
+    /// Counts a refusal by a limit (from the error code of a response).
+    pub fn count_refusal(&self, code: ErrorCode) {
+        if matches!(
+            code,
+            ErrorCode::RateLimited | ErrorCode::TooManyConnections | ErrorCode::NodeFull
+        ) {
+            self.rate_limited.with_label_values(&[code.as_str()]).inc();
+        }
+    }
+
     /// The text exposition format.
-    pub fn render(&self, rooms_in_memory: usize) -> String {
+    pub fn render(&self, snapshot: Snapshot) -> String {
         self.rooms_in_memory
-            .set(i64::try_from(rooms_in_memory).unwrap_or(i64::MAX));
+            .set(i64::try_from(snapshot.rooms_in_memory).unwrap_or(i64::MAX));
+        if let Some(status) = snapshot.db_pool {
+            set_pool(&self.db_pool, status);
+        }
+        if let Some(status) = snapshot.redis_pool {
+            set_pool(&self.redis_pool, status);
+        }
+        let pushed = self.fanout.messages_queued.load(Ordering::Relaxed);
+        let before = self.push_delivered_seen.swap(pushed, Ordering::Relaxed);
+        self.messages_delivered
+            .with_label_values(&["push"])
+            .inc_by(pushed.saturating_sub(before));
+        self.messages_delivered.with_label_values(&["poll"]);
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()

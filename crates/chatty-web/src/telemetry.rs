@@ -12,6 +12,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
+use chatty_protocol::ErrorCode;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
@@ -74,6 +75,9 @@ pub async fn observe(
             .http_duration
             .with_label_values(&[route])
             .observe(elapsed);
+        if let Some(code) = response.response().extensions().get::<ErrorCode>() {
+            state.metrics.count_refusal(*code);
+        }
     }
     span.in_scope(|| tracing::debug!(target: "chatty_web::request", elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request completed"));
     Ok(response)

@@ -135,6 +135,10 @@ impl EventBus for RedisBus {
         self.connected.load(Ordering::Relaxed)
     }
 
+    fn pool_status(&self) -> Option<crate::PoolStatus> {
+        Some(self.redis.pool_status())
+    }
+
     async fn history_after(
         &self,
         room_id: i64,

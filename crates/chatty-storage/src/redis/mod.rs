@@ -65,6 +65,8 @@ pub struct RedisStats {
     pub calls: AtomicU64,
     pub errors: AtomicU64,
     pub micros: AtomicU64,
+    /// Each round trip's duration, for a histogram.
+    pub latency: crate::LatencyObserver,
 }
 
 impl RedisStats {
@@ -95,6 +97,16 @@ fn unavailable(what: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisClient {
+    /// The pool's connections now.
+    pub fn pool_status(&self) -> crate::PoolStatus {
+        let status = self.pool.status();
+        crate::PoolStatus {
+            open: status.size,
+            idle: status.available,
+            max: status.max_size,
+        }
+    }
+
     /// Builds the pool (connections open lazily).
     pub fn new(options: RedisOptions) -> Result<Self, StoreError> {
         let client = redis::Client::open(options.url.as_str())
@@ -151,8 +163,10 @@ impl RedisClient {
                 self.options.timeout
             )))
         });
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.stats.micros.fetch_add(micros, Ordering::Relaxed);
+        self.stats.latency.observe(elapsed);
         if result.is_err() {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }

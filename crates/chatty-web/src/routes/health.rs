@@ -43,5 +43,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(state.hub.room_count()))
+        .body(state.metrics.render(crate::metrics::Snapshot {
+            rooms_in_memory: state.hub.room_count(),
+            db_pool: state.store.pool_status(),
+            redis_pool: state.bus.pool_status(),
+        }))
 }

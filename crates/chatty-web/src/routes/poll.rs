@@ -24,8 +24,8 @@ use super::auth::authenticate;
 use super::auth::{parse_cursor, peer_ip};
 use crate::connections::Transport;
 use crate::error::ApiError;
-use crate::hub::PollAnswer;
 use crate::hub::RoomState;
+use crate::hub::{PollAnswer, PollPath};
 use crate::state::AppState;
 use crate::token::GuestClaims;
 
@@ -136,6 +136,7 @@ pub async fn poll(
     let claims = authenticate(&req, &state, room_id)?;
     let params = poll_params(req.query_string())?;
     let cursor = parse_cursor(&params.cursor)?;
+    let from_seq = cursor.seq;
     let room = state.hub.room(room_id).await?;
     let if_none_match = req
         .headers()
@@ -174,6 +175,15 @@ pub async fn poll(
                 .polls
                 .with_label_values(&[path.as_str()])
                 .inc();
+            // The answer holds the messages from the request's cursor up to
+            // its own (a reset holds none).
+            if !matches!(path, PollPath::Reset) {
+                state
+                    .metrics
+                    .messages_delivered
+                    .with_label_values(&["poll"])
+                    .inc_by(cursor.seq.saturating_sub(from_seq));
+            }
             HttpResponse::Ok()
                 .insert_header((ETAG, cursor.etag()))
                 .insert_header((CACHE_CONTROL, NO_CACHE))

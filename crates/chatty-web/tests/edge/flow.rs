@@ -208,3 +208,98 @@ async fn nginx_refuses_with_chattys_json_errors_and_hides_metrics() {
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "payload_too_large");
 }
+
+#[tokio::test]
+async fn metrics_show_every_family_an_operator_watches() {
+    let edge = Edge::start_with(
+        1,
+        vec![("CHATTY__CHAT__SENDS_PER_MINUTE".into(), "1".into())],
+    )
+    .await;
+    let base = edge.base();
+    let ann = edge.join("Ann").await;
+    let bob = edge.join("Bob").await;
+    let cursor = bob.cursor.to_string();
+    let mut ws = WsClient::connect(&ws_url_bare(&base, bob.room.id), None)
+        .await
+        .expect("upgrade");
+    ws.send_text(auth_message(&bob.token, &cursor)).await;
+    let seq = send_once(&edge.client, &base, &ann, "metrics-1", "counted")
+        .await
+        .expect("send");
+    while !message_seqs(&ws.next_batch().await.events).contains(&seq) {}
+    poll(&edge.client, &base, &bob, &cursor)
+        .await
+        .expect("poll")
+        .expect("news");
+    // The second send within a minute is refused by the send limit.
+    let refused = send_once(&edge.client, &base, &ann, "metrics-2", "over the limit").await;
+    assert!(refused.is_err_and(|e| e.contains("429")));
+    // A second WebSocket that leaves: counted by reason.
+    let mut leaving = WsClient::connect(&ws_url_bare(&base, ann.room.id), None)
+        .await
+        .expect("upgrade");
+    leaving.send_text(auth_message(&ann.token, &cursor)).await;
+    let _ = futures_util::SinkExt::close(&mut leaving.stream).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let text = edge
+        .client
+        .get(format!("{}/metrics", edge.nodes[0].base()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value =
+        |name: &str, labels: &[(&str, &str)]| crate::harness::sum_metric(&text, name, labels);
+    for (name, labels) in [
+        (
+            "chatty_http_requests_total",
+            vec![("route", "/api/v1/join")],
+        ),
+        ("chatty_http_request_duration_seconds_count", vec![]),
+        ("chatty_polls_total", vec![]),
+        ("chatty_messages_received_total", vec![]),
+        (
+            "chatty_messages_delivered_total",
+            vec![("transport", "poll")],
+        ),
+        (
+            "chatty_messages_delivered_total",
+            vec![("transport", "push")],
+        ),
+        ("chatty_push_connections", vec![("transport", "websocket")]),
+        ("chatty_push_frames_queued_total", vec![]),
+        ("chatty_fanout_lag_seconds_count", vec![]),
+        ("chatty_db_query_duration_seconds_count", vec![]),
+        ("chatty_db_queries_total", vec![]),
+        ("chatty_redis_call_duration_seconds_count", vec![]),
+        ("chatty_redis_calls_total", vec![]),
+        ("chatty_db_pool_connections", vec![("state", "max")]),
+        ("chatty_redis_pool_connections", vec![("state", "max")]),
+        ("chatty_rate_limited_total", vec![("code", "rate_limited")]),
+        ("chatty_process_resident_memory_bytes", vec![]),
+    ] {
+        assert!(
+            value(name, &labels) > 0.0,
+            "{name} {labels:?} is exported and counted:\n{text}"
+        );
+    }
+    for family in [
+        "chatty_http_request_duration_seconds_bucket",
+        "chatty_push_disconnects_total",
+        "chatty_push_slow_consumers_total",
+        "chatty_db_query_errors_total",
+        "chatty_redis_call_errors_total",
+        "chatty_rooms_in_memory",
+        // Whole seconds: 0 for a young process, but there.
+        "chatty_process_cpu_seconds_total",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(family)),
+            "{family} is exported"
+        );
+    }
+}
