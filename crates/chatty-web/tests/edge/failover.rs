@@ -160,3 +160,112 @@ async fn readyz_turns_false_when_the_nodes_redis_stops() {
         "still alive, just not ready"
     );
 }
+
+#[tokio::test]
+async fn a_node_that_loses_redis_is_passed_over_and_no_send_or_join_fails() {
+    let mut edge = Edge::start_with(1, no_send_limit()).await;
+    let redis = crate::helpers::Deployment::redis_url();
+    let redis_address = redis
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let cut_off = crate::proxy::FaultProxy::start(&redis_address).await;
+    let node = edge
+        .spawn_extra_node(&[
+            (
+                "CHATTY__REDIS__URL",
+                format!("redis://127.0.0.1:{}", cut_off.port),
+            ),
+            ("CHATTY__REDIS__TIMEOUT_MS", "500".into()),
+            ("CHATTY__REDIS__HEARTBEAT_MS", "200".into()),
+        ])
+        .await;
+    let readyz = format!("{}/readyz", node.base());
+    edge.nodes.push(node);
+    let mut up = false;
+    for _ in 0..100 {
+        if edge
+            .client
+            .get(&readyz)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the second node starts");
+    let ports: Vec<u16> = edge.nodes.iter().map(|n| n.port).collect();
+    edge.nginx.set_upstreams(&ports);
+    let sender = edge.join("Sender").await;
+
+    cut_off.freeze();
+    let mut not_ready = false;
+    for _ in 0..100 {
+        if edge
+            .client
+            .get(&readyz)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
+        {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(not_ready, "the node without Redis says so on /readyz");
+
+    // Half of these reach the node without Redis first; it refuses them
+    // (503, nothing stored) and nginx passes them on to the other node.
+    let base = edge.base();
+    let mut seqs = Vec::new();
+    for i in 0..20 {
+        let seq = crate::harness::send_once(
+            &edge.client,
+            &base,
+            &sender,
+            &format!("passed-over-{i}"),
+            "sent while a node has no Redis",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("send {i} failed through nginx: {e}"));
+        seqs.push(seq);
+        edge.join(&format!("Late{i}")).await;
+    }
+    assert_eq!(
+        seqs,
+        (1..=20).collect::<Vec<u64>>(),
+        "each stored once, in order"
+    );
+}
+
+#[tokio::test]
+async fn nginx_caps_event_streams_per_address() {
+    let edge = Edge::start(1).await;
+    let guest = edge.join("Many tabs").await;
+    let visitor = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .expect("client");
+    let url = format!(
+        "{}/api/v1/rooms/{}/sse?token={}&cursor={}",
+        edge.base(),
+        guest.room.id,
+        guest.token,
+        guest.cursor
+    );
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let stream = visitor.get(&url).send().await.expect("sse");
+        assert_eq!(stream.status(), StatusCode::OK);
+        open.push(stream);
+    }
+    let refused = visitor.get(&url).send().await.expect("sse");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    drop(open);
+}

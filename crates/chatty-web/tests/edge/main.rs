@@ -8,6 +8,9 @@
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "../common/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 #[path = "../common/push.rs"]
 #[allow(dead_code)]
 mod push_client;
