@@ -37,12 +37,12 @@ base_port=${CHATTY_LOCAL_BASE_PORT:-8081}
 state=${CHATTY_LOCAL_STATE:-$PWD/.chatty-local}
 
 nginx_bin=/usr/sbin/nginx
-db_name=chatty_local
+db_name=${CHATTY_LOCAL_DATABASE:-chatty_local}
 mysql_host=127.0.0.1
 mysql_port=3306
 redis_host=127.0.0.1
 redis_port=6379
-redis_prefix=chatty_local:
+redis_prefix=${CHATTY_LOCAL_REDIS_PREFIX:-chatty_local:}
 ready_timeout=180 # a first start may wait up to 60 s for the migration lock
 stop_timeout=60   # above server.shutdown_timeout_secs (default 10)
 

@@ -147,6 +147,45 @@ ensure_browser_tools() {
   fi
 }
 
+# Starts a local cluster with the deploy script (its own database, Redis
+# prefix, ports and state directory), joins and sends through its nginx,
+# stops it, and checks that nothing it started still answers.
+local_cluster_smoke() {
+  local state suffix lb=38080 first=38081 ok=1
+  state=$(mktemp -d)
+  suffix=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  export CHATTY_BIN="$PWD/target/debug/chatty" CHATTY_LOCAL_STATE="$state" \
+    CHATTY_LOCAL_PORT=$lb CHATTY_LOCAL_BASE_PORT=$first \
+    CHATTY_LOCAL_DATABASE="chatty_test_local_$suffix" CHATTY_LOCAL_REDIS_PREFIX="chatty_test_local_$suffix:"
+  deploy/local-cluster.sh start 2 || ok=0
+  if [ "$ok" = 1 ]; then
+    local join token room
+    join=$(curl -fsS --max-time 10 -X POST "http://127.0.0.1:$lb/api/v1/join" \
+      -H 'content-type: application/json' -d '{"site_key":"demo","nickname":"Smoke"}') || ok=0
+    token=$(printf '%s' "$join" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+    room=$(printf '%s' "$join" | sed -n 's/.*"room":{"id":\([0-9]*\).*/\1/p')
+    curl -fsS --max-time 10 -X POST "http://127.0.0.1:$lb/api/v1/rooms/$room/messages" \
+      -H "authorization: Bearer $token" -H 'content-type: application/json' \
+      -d '{"client_message_id":"smoke-1","body":"hello through the local cluster"}' >/dev/null || ok=0
+    deploy/local-cluster.sh status || ok=0
+  fi
+  deploy/local-cluster.sh stop || ok=0
+  for port in $lb $first $((first + 1)); do
+    if curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$port/healthz"; then
+      echo "port $port still answers after stop"; ok=0
+    fi
+  done
+  unset CHATTY_BIN CHATTY_LOCAL_STATE CHATTY_LOCAL_PORT CHATTY_LOCAL_BASE_PORT \
+    CHATTY_LOCAL_DATABASE CHATTY_LOCAL_REDIS_PREFIX
+  rm -rf "$state"
+  if [ "$ok" = 1 ]; then
+    echo "test result: deploy. 1 passed; 0 failed;" >>"$results"
+  else
+    echo "test result: deploy. 0 passed; 1 failed;" >>"$results"
+    return 1
+  fi
+}
+
 # Runs node's test runner and adds its totals to the summary.
 browser_tests() {
   local out
@@ -204,6 +243,9 @@ ensure_browser_tools
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 cargo build -q -p chatty-web --bin chatty
 CHATTY_BIN="$PWD/target/debug/chatty" browser_tests
+
+say "deploy/local-cluster.sh: 2 nodes + nginx, a visitor through it, then stop"
+local_cluster_smoke
 
 drop_leftover_test_databases
 drop_leftover_test_keys
