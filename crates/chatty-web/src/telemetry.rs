@@ -17,6 +17,18 @@ use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::{LogFormat, LogSettings};
+
+const POLL_ROUTE: &str = "/api/v1/rooms/{room_id}/events";
+/// The metrics and span label of a poll with `wait` above 0.
+pub const LONG_POLL_ROUTE: &str = "/api/v1/rooms/{room_id}/events?wait";
+
+/// Does the query ask for a long-poll (`wait` present and not 0)?
+fn is_long_poll(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        pair.strip_prefix("wait=")
+            .is_some_and(|v| !v.is_empty() && v.bytes().any(|b| b != b'0'))
+    })
+}
 use crate::state::AppState;
 
 /// Installs the global tracing subscriber (once per process; later calls,
@@ -60,6 +72,13 @@ pub async fn observe(
     let response = next.call(req).instrument(span.clone()).await?;
     // Resources are named after their pattern: a label without allocating.
     let route = response.request().match_name().unwrap_or("unmatched");
+    // A long-poll is held for up to push.long_poll_max_secs: its own label,
+    // so the poll route's latency stays the answer time of a poll.
+    let route = if route == POLL_ROUTE && is_long_poll(response.request().query_string()) {
+        LONG_POLL_ROUTE
+    } else {
+        route
+    };
     let status = response.status();
     span.record("route", route);
     span.record("status", status.as_u16());
@@ -81,4 +100,19 @@ pub async fn observe(
     }
     span.in_scope(|| tracing::debug!(target: "chatty_web::request", elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request completed"));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_long_poll;
+
+    #[test]
+    fn a_poll_with_wait_above_zero_is_a_long_poll() {
+        assert!(is_long_poll("cursor=1.ab.2&wait=25"));
+        assert!(is_long_poll("wait=3&cursor=1.ab.2"));
+        assert!(!is_long_poll("cursor=1.ab.2&wait=0"));
+        assert!(!is_long_poll("cursor=1.ab.2&wait=00"));
+        assert!(!is_long_poll("cursor=1.ab.2"));
+        assert!(!is_long_poll("cursor=1.ab.2&touch=1"));
+    }
 }
