@@ -159,7 +159,8 @@ pub async fn poll(
     } else {
         long_poll(&req, &state, &room, &claims, cursor, if_none_match, wait).await?
     };
-    Ok(match answer {
+    let long = !wait.is_zero();
+    let mut response = match answer {
         PollAnswer::NotModified { etag } => {
             state.metrics.polls_not_modified.inc();
             HttpResponse::NotModified()
@@ -190,7 +191,16 @@ pub async fn poll(
                 .insert_header((CONTENT_TYPE, "application/json"))
                 .body(body)
         }
-    })
+    };
+    if long {
+        // A held answer goes out unbuffered through nginx, like an event
+        // stream (nginx does not pass this header on to the client).
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        );
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

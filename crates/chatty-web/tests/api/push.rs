@@ -233,6 +233,14 @@ async fn a_long_poll_is_held_until_a_message_arrives() {
     );
     let response = held.await.expect("task").expect("long-poll answered");
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-accel-buffering")
+            .and_then(|v| v.to_str().ok()),
+        Some("no"),
+        "a held answer asks nginx not to buffer it"
+    );
     let batch: PollResponse = response.json().await.expect("batch");
     assert_eq!(seqs(&batch), vec![1]);
     assert_eq!(gauge.get(), 0);
