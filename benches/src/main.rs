@@ -1,5 +1,9 @@
 //! `chatty-bench`: load tools that talk to real Chatty nodes over HTTP.
 //!
+//! `chatty-bench run SCENARIO` simulates widget visitors as a scenario
+//! file in `benches/scenarios/` describes them (see `chatty_bench::run`):
+//! a live progress line, a final table, and a JSON file.
+//!
 //! `chatty-bench cluster` measures a shared-mode deployment (any number of
 //! nodes behind the same MySQL and Redis):
 //!
@@ -46,6 +50,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Simulated widget visitors as a scenario describes (benches/scenarios/NAME.toml, or a path).
+    Run(RunArgs),
     /// Sends through several nodes; measures committed sends/s, cross-node delivery latency and the poll mix.
     Cluster(ClusterArgs),
     /// Bare actix-web server (1 worker, 127.0.0.1) answering Chatty's poll route with a constant 304; runs until killed.
@@ -53,6 +59,35 @@ enum Command {
     Bare304(Bare304Args),
     /// WebSocket visitors on one node: connections held, memory per connection, delivery latency, CPU per visitor-minute.
     Push(push::PushArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// A scenario name (benches/scenarios/NAME.toml) or a path to one.
+    scenario: String,
+    /// Where visitors go: one node, or nginx in front of many. Repeat to
+    /// spread visitors over several entries.
+    #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
+    urls: Vec<String>,
+    /// Each node's /metrics URL, read before and after the run (CPU,
+    /// memory, MySQL and Redis time per request). Repeat per node.
+    #[arg(long = "metrics")]
+    metrics: Vec<String>,
+    /// Override the scenario's number of visitors.
+    #[arg(long)]
+    visitors: Option<usize>,
+    /// Override the scenario's duration.
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Override the scenario's ramp-up.
+    #[arg(long)]
+    ramp_up_secs: Option<u64>,
+    /// Where to write the JSON report (default: target/bench/NAME.json).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// No live progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,10 +129,44 @@ struct ClusterArgs {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => run_scenario(args).await,
         Command::Cluster(args) => cluster(args).await,
         Command::Bare304(args) => bare_304(args).await,
         Command::Push(args) => push::run(args).await,
     }
+}
+
+async fn run_scenario(args: RunArgs) -> Result<()> {
+    let mut scenario = chatty_bench::scenario::Scenario::load(&args.scenario)?;
+    if let Some(visitors) = args.visitors {
+        scenario.visitors = visitors;
+    }
+    if let Some(duration) = args.duration_secs {
+        scenario.duration_secs = duration;
+    }
+    if let Some(ramp) = args.ramp_up_secs {
+        scenario.ramp_up_secs = ramp;
+    }
+    let options = chatty_bench::run::RunOptions {
+        urls: args
+            .urls
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect(),
+        metrics_urls: args.metrics,
+        progress: !args.quiet,
+    };
+    let report = chatty_bench::run::run(scenario, options).await?;
+    print!("{}", chatty_bench::run::table(&report));
+    let path = args.json.unwrap_or_else(|| {
+        std::path::Path::new("target/bench").join(format!("{}.json", report.scenario.name))
+    });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    println!("\nreport: {}", path.display());
+    Ok(())
 }
 
 /// The constant validator of the bare server (the shape of a Chatty cursor).

@@ -1,0 +1,804 @@
+//! `chatty-bench run SCENARIO`: simulated widget visitors against a URL.
+//!
+//! Each visitor arrives during the ramp-up, downloads the widget, joins
+//! (initial sync), then listens on its transport until the end; senders
+//! among them post at random times at the scenario's rate. Everything a
+//! visitor sees is counted:
+//!
+//! * **latency**: join/sync, each poll, each send, and delivery (from the
+//!   start of a send to its arrival at each receiver; the send time rides
+//!   in the `client_message_id`, so no clock but this process's is used);
+//! * **exactly once**: every receiver expects every message of its room
+//!   after its join's cursor up to the room's last acknowledged seq. Seqs
+//!   arrive in order on every transport, so a seq at or below the last
+//!   one is a duplicate and a jump is a loss; messages still missing at
+//!   the end are lost too.
+//!
+//! The run is bounded: ramp-up + duration + drain, then every task stops.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chatty_protocol::Event;
+use chatty_protocol::api::{JoinResponse, PollResponse};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::scenario::{Scenario, Transport};
+
+/// How long a long-poll is held by the server (the widget's value).
+const LONG_POLL_SECS: u64 = 25;
+/// Bound on every request but a long-poll.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Options of one run, besides the scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Entry URLs (one node, or nginx); visitor `i` uses `urls[i % len]`.
+    pub urls: Vec<String>,
+    /// Nodes' `/metrics` URLs, read before and after (server-side figures).
+    pub metrics_urls: Vec<String>,
+    /// Show a live progress bar.
+    pub progress: bool,
+}
+
+/// Counters shared by every task.
+#[derive(Debug, Default)]
+struct Counters {
+    joined: AtomicU64,
+    polls: AtomicU64,
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    duplicated: AtomicU64,
+    gap_lost: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// Latencies in microseconds.
+#[derive(Debug)]
+struct Latencies {
+    join: Histogram<u64>,
+    poll: Histogram<u64>,
+    send: Histogram<u64>,
+    delivery: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Result<Self> {
+        let h = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
+        Ok(Self {
+            join: h()?,
+            poll: h()?,
+            send: h()?,
+            delivery: h()?,
+        })
+    }
+}
+
+/// What one receiver saw, checked against the room at the end.
+#[derive(Debug, Clone, Copy)]
+struct ReceiverTally {
+    room_id: i64,
+    from_seq: u64,
+    delivered: u64,
+}
+
+struct Shared {
+    scenario: Scenario,
+    options: RunOptions,
+    clients: Vec<reqwest::Client>,
+    sources: Vec<IpAddr>,
+    started: Instant,
+    counters: Counters,
+    latencies: Mutex<Latencies>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// Highest acknowledged seq per room.
+    room_last_seq: Mutex<HashMap<i64, u64>>,
+    tallies: Mutex<Vec<ReceiverTally>>,
+    /// Sending stops when this turns true; receiving when `stop_rx` does.
+    sending_over: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn error(&self, kind: impl Into<String>) {
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(kind.into()).or_default() += 1;
+        }
+    }
+
+    fn micros(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn record(&self, which: fn(&mut Latencies) -> &mut Histogram<u64>, micros: u64) {
+        if let Ok(mut latencies) = self.latencies.lock() {
+            let _ = which(&mut latencies).record(micros.max(1));
+        }
+    }
+}
+
+/// Percentiles of one latency, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl LatencySummary {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// The result of a run: printed as a table and written as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub urls: Vec<String>,
+    pub visitors_joined: u64,
+    pub polls: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reconnects: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub join: LatencySummary,
+    pub poll: LatencySummary,
+    pub send: LatencySummary,
+    pub delivery: LatencySummary,
+    pub server: Option<crate::server::ServerSide>,
+    pub elapsed_secs: f64,
+}
+
+/// Runs `scenario` and returns its report.
+pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
+    scenario.validate()?;
+    if options.urls.is_empty() {
+        bail!("no URL to visit");
+    }
+    // Every visitor holds a socket or two; raise what we may open.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let needed = scenario.visitors as u64 * 2 + 64;
+    if limit < needed {
+        eprintln!(
+            "warning: this process may open {limit} files; {} visitors may need {needed}",
+            scenario.visitors
+        );
+    }
+    let sources: Vec<IpAddr> = (0..scenario.source_addresses)
+        .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k.saturating_add(1))))
+        .collect();
+    let clients = sources
+        .iter()
+        .map(|source| {
+            reqwest::Client::builder()
+                .local_address(*source)
+                .pool_max_idle_per_host(usize::MAX)
+                .connect_timeout(REQUEST_TIMEOUT)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let before = crate::server::sample(&clients[0], &options.metrics_urls).await;
+
+    let (sending_over_tx, sending_over_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        scenario: scenario.clone(),
+        options: options.clone(),
+        clients,
+        sources,
+        started: Instant::now(),
+        counters: Counters::default(),
+        latencies: Mutex::new(Latencies::new()?),
+        errors: Mutex::new(BTreeMap::new()),
+        room_last_seq: Mutex::new(HashMap::new()),
+        tallies: Mutex::new(Vec::new()),
+        sending_over: sending_over_rx,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let progress = options.progress.then(|| progress_bar(Arc::clone(&shared)));
+
+    let mut tasks = Vec::with_capacity(scenario.visitors);
+    for i in 0..scenario.visitors {
+        tasks.push(tokio::spawn(visitor(
+            Arc::clone(&shared),
+            i,
+            stop_rx.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(scenario.duration_secs)).await;
+    let _ = sending_over_tx.send(true);
+    // Gauges (connections, memory) at full load, before visitors leave.
+    let at_full_load = crate::server::sample(&shared.clients[0], &options.metrics_urls).await;
+    tokio::time::sleep(Duration::from_secs(scenario.drain_secs)).await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        if task.await.is_err() {
+            shared.error("visitor task panicked");
+        }
+    }
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let after = crate::server::sample(&shared.clients[0], &options.metrics_urls).await;
+    let elapsed_secs = shared.started.elapsed().as_secs_f64();
+
+    // Exactly once: each receiver against its room's last acknowledged seq.
+    let room_last = shared
+        .room_last_seq
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let tallies = shared.tallies.lock().map(|t| t.clone()).unwrap_or_default();
+    let mut expected = 0;
+    let mut delivered = 0;
+    for tally in &tallies {
+        let last = room_last.get(&tally.room_id).copied().unwrap_or(0);
+        expected += last.saturating_sub(tally.from_seq);
+        delivered += tally.delivered.min(last.saturating_sub(tally.from_seq));
+    }
+    let latencies = shared
+        .latencies
+        .lock()
+        .map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
+    let c = &shared.counters;
+    Ok(Report {
+        scenario,
+        urls: options.urls.clone(),
+        visitors_joined: c.joined.load(Ordering::Relaxed),
+        polls: c.polls.load(Ordering::Relaxed),
+        sent: c.sent.load(Ordering::Relaxed),
+        delivered,
+        expected,
+        lost: expected - delivered,
+        duplicated: c.duplicated.load(Ordering::Relaxed),
+        reconnects: c.reconnects.load(Ordering::Relaxed),
+        errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        join: LatencySummary::of(&latencies.join),
+        poll: LatencySummary::of(&latencies.poll),
+        send: LatencySummary::of(&latencies.send),
+        delivery: LatencySummary::of(&latencies.delivery),
+        server: crate::server::compare(before, at_full_load, after, elapsed_secs),
+        elapsed_secs,
+    })
+}
+
+fn progress_bar(shared: Arc<Shared>) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let total = shared.scenario.duration_secs + shared.scenario.drain_secs;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} s  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut last = (0u64, 0u64, 0u64);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let c = &shared.counters;
+                let now = (
+                    c.polls.load(Ordering::Relaxed),
+                    c.sent.load(Ordering::Relaxed),
+                    c.delivered.load(Ordering::Relaxed),
+                );
+                bar.set_position(shared.started.elapsed().as_secs());
+                bar.set_message(format!(
+                    "visitors {}  polls/s {}  sent/s {}  delivered/s {}",
+                    c.joined.load(Ordering::Relaxed),
+                    now.0 - last.0,
+                    now.1 - last.1,
+                    now.2 - last.2
+                ));
+                last = now;
+            }
+        })
+    };
+    (bar, ticker)
+}
+
+/// One visitor, from arrival to the end of the run.
+async fn visitor(shared: Arc<Shared>, i: usize, stop: watch::Receiver<bool>) {
+    let scenario = &shared.scenario;
+    let arrive = Duration::from_secs_f64(
+        scenario.ramp_up_secs as f64 * i as f64 / scenario.visitors.max(1) as f64,
+    );
+    tokio::time::sleep(arrive).await;
+    let url = shared.options.urls[i % shared.options.urls.len()].clone();
+    let client = shared.clients[i % shared.clients.len()].clone();
+    let source = shared.sources[i % shared.sources.len()];
+    let page = scenario.page_of(i);
+
+    let started = Instant::now();
+    if scenario.download_widget {
+        match client
+            .get(format!("{url}/widget.js"))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                let _ = r.bytes().await;
+            }
+            Ok(r) => shared.error(format!("widget: {}", r.status().as_u16())),
+            Err(e) => shared.error(format!("widget: {}", kind(&e))),
+        }
+    }
+    let guest = match join(&client, &url, &scenario.site_key, i, &page).await {
+        Ok(guest) => guest,
+        Err(e) => {
+            shared.error(format!("join: {e}"));
+            return;
+        }
+    };
+    shared.record(|l| &mut l.join, started.elapsed().as_micros() as u64);
+    shared.counters.joined.fetch_add(1, Ordering::Relaxed);
+    let mut receiver = Receiver {
+        shared: Arc::clone(&shared),
+        last_seq: guest.cursor.seq,
+        delivered: 0,
+    };
+    let from_seq = guest.cursor.seq;
+
+    let sender = scenario.is_sender(i).then(|| {
+        tokio::spawn(send_loop(
+            Arc::clone(&shared),
+            client.clone(),
+            url.clone(),
+            guest.clone(),
+            i,
+        ))
+    });
+    match scenario.transport_of(i) {
+        Transport::Poll => poll_loop(&mut receiver, &client, &url, &guest, 0, stop).await,
+        Transport::LongPoll => {
+            poll_loop(&mut receiver, &client, &url, &guest, LONG_POLL_SECS, stop).await;
+        }
+        Transport::Sse => sse_loop(&mut receiver, &client, &url, &guest, stop).await,
+        Transport::Websocket => ws_loop(&mut receiver, &url, &guest, source, stop).await,
+    }
+    if let Some(sender) = sender {
+        let _ = sender.await;
+    }
+    if let Ok(mut tallies) = shared.tallies.lock() {
+        tallies.push(ReceiverTally {
+            room_id: guest.room.id,
+            from_seq,
+            delivered: receiver.delivered,
+        });
+    }
+}
+
+/// Has the run ended? (The guard is dropped here, not held across awaits.)
+fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow()
+}
+
+fn kind(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else {
+        "network"
+    }
+}
+
+async fn join(
+    client: &reqwest::Client,
+    url: &str,
+    site_key: &str,
+    i: usize,
+    page: &str,
+) -> Result<JoinResponse> {
+    let response = client
+        .post(format!("{url}/api/v1/join"))
+        .timeout(REQUEST_TIMEOUT)
+        .json(&serde_json::json!({"site_key": site_key, "nickname": format!("v{i}"), "page": page}))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(kind(&e)))?;
+    if !response.status().is_success() {
+        bail!("{}", response.status().as_u16());
+    }
+    Ok(response.json().await?)
+}
+
+/// The send time (µs since the run started) rides in the client id.
+fn client_message_id(sent_micros: u64, visitor: usize, n: u64) -> String {
+    format!("b{sent_micros}-{visitor}-{n}")
+}
+
+fn sent_micros(client_message_id: &str) -> Option<u64> {
+    client_message_id
+        .strip_prefix('b')?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+async fn send_loop(
+    shared: Arc<Shared>,
+    client: reqwest::Client,
+    url: String,
+    guest: JoinResponse,
+    i: usize,
+) {
+    let rate = shared.scenario.senders.messages_per_minute / 60.0;
+    if rate <= 0.0 {
+        return;
+    }
+    let mut over = shared.sending_over.clone();
+    for n in 0u64.. {
+        // Exponential gaps: a Poisson process at `rate` per second.
+        let gap = -(1.0 - rand::random::<f64>()).ln() / rate;
+        let ended = tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs_f64(gap.min(3600.0))) => false,
+            _ = over.wait_for(|o| *o) => true,
+        };
+        if ended || stopped(&over) {
+            return;
+        }
+        let start = shared.micros();
+        let id = client_message_id(start, i, n);
+        let request = client
+            .post(format!("{url}/api/v1/rooms/{}/messages", guest.room.id))
+            .timeout(REQUEST_TIMEOUT)
+            .bearer_auth(&guest.token)
+            .json(&serde_json::json!({"client_message_id": id, "body": format!("message {n} from v{i}")}));
+        match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                let Ok(sent) = response.json::<chatty_protocol::api::SendResponse>().await else {
+                    shared.error("send: body");
+                    continue;
+                };
+                shared.record(|l| &mut l.send, shared.micros() - start);
+                shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut rooms) = shared.room_last_seq.lock() {
+                    let last = rooms.entry(guest.room.id).or_default();
+                    *last = (*last).max(sent.message.seq);
+                }
+            }
+            Ok(response) => shared.error(format!("send: {}", response.status().as_u16())),
+            Err(e) => shared.error(format!("send: {}", kind(&e))),
+        }
+    }
+}
+
+/// Checks and counts what a visitor receives.
+struct Receiver {
+    shared: Arc<Shared>,
+    last_seq: u64,
+    delivered: u64,
+}
+
+impl Receiver {
+    /// Applies one batch; false on a `reset` (the visitor stops: counted).
+    fn batch(&mut self, batch: &PollResponse) -> bool {
+        let now = self.shared.micros();
+        for event in &batch.events {
+            match event {
+                Event::Message { message } => {
+                    let c = &self.shared.counters;
+                    if message.seq <= self.last_seq {
+                        c.duplicated.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if message.seq > self.last_seq + 1 {
+                        c.gap_lost
+                            .fetch_add(message.seq - self.last_seq - 1, Ordering::Relaxed);
+                    }
+                    self.last_seq = message.seq;
+                    self.delivered += 1;
+                    c.delivered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(sent) = sent_micros(&message.client_message_id) {
+                        self.shared
+                            .record(|l| &mut l.delivery, now.saturating_sub(sent));
+                    }
+                }
+                Event::Reset { .. } => {
+                    self.shared.error("reset");
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+}
+
+async fn poll_loop(
+    receiver: &mut Receiver,
+    client: &reqwest::Client,
+    url: &str,
+    guest: &JoinResponse,
+    wait: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shared = Arc::clone(&receiver.shared);
+    let interval = Duration::from_millis(shared.scenario.poll_interval_ms);
+    let mut cursor = guest.cursor.to_string();
+    loop {
+        let started = Instant::now();
+        let mut request = client
+            .get(format!("{url}/api/v1/rooms/{}/events", guest.room.id))
+            .query(&[("cursor", cursor.as_str())])
+            .bearer_auth(&guest.token)
+            .header("If-None-Match", format!("\"{cursor}\""));
+        if wait > 0 {
+            request = request
+                .query(&[("wait", wait)])
+                .timeout(Duration::from_secs(wait) + REQUEST_TIMEOUT);
+        } else {
+            request = request.timeout(REQUEST_TIMEOUT);
+        }
+        let answer = tokio::select! {
+            answer = request.send() => answer,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let mut more = false;
+        match answer {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if wait == 0 {
+                    shared.record(|l| &mut l.poll, started.elapsed().as_micros() as u64);
+                }
+                shared.counters.polls.fetch_add(1, Ordering::Relaxed);
+                match status {
+                    304 => {}
+                    200 => match response.json::<PollResponse>().await {
+                        Ok(batch) => {
+                            if !receiver.batch(&batch) {
+                                return;
+                            }
+                            cursor = batch.cursor.to_string();
+                            more = batch.more;
+                        }
+                        Err(_) => shared.error("poll: body"),
+                    },
+                    other => shared.error(format!("poll: {other}")),
+                }
+            }
+            Err(e) => shared.error(format!("poll: {}", kind(&e))),
+        }
+        if wait == 0 && !more {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+        if stopped(&stop) {
+            return;
+        }
+    }
+}
+
+async fn sse_loop(
+    receiver: &mut Receiver,
+    client: &reqwest::Client,
+    url: &str,
+    guest: &JoinResponse,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shared = Arc::clone(&receiver.shared);
+    let mut cursor = guest.cursor.to_string();
+    let mut first = true;
+    while !stopped(&stop) {
+        if !first {
+            shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        first = false;
+        let request = client
+            .get(format!("{url}/api/v1/rooms/{}/sse", guest.room.id))
+            .query(&[("token", guest.token.as_str()), ("cursor", cursor.as_str())]);
+        let response = tokio::select! {
+            r = request.send() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let mut response = match response {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                shared.error(format!("sse: {}", r.status().as_u16()));
+                continue;
+            }
+            Err(e) => {
+                shared.error(format!("sse: {}", kind(&e)));
+                continue;
+            }
+        };
+        let mut buffer = String::new();
+        loop {
+            // The server sends a keep-alive every 15 s: a minute of
+            // silence is a dead stream.
+            let chunk = tokio::select! {
+                c = tokio::time::timeout(Duration::from_secs(60), response.chunk()) => c,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let Ok(Ok(Some(chunk))) = chunk else {
+                shared.error("sse: stream ended");
+                break;
+            };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let record: String = buffer.drain(..end + 2).collect();
+                for line in record.lines() {
+                    if let Some(data) = line.strip_prefix("data: ")
+                        && let Ok(batch) = serde_json::from_str::<PollResponse>(data)
+                    {
+                        if !receiver.batch(&batch) {
+                            return;
+                        }
+                        cursor = batch.cursor.to_string();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn ws_loop(
+    receiver: &mut Receiver,
+    url: &str,
+    guest: &JoinResponse,
+    source: IpAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shared = Arc::clone(&receiver.shared);
+    let mut cursor = guest.cursor.to_string();
+    let mut first = true;
+    while !stopped(&stop) {
+        if !first {
+            shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        first = false;
+        let mut ws = match connect_ws(url, guest.room.id, source).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                shared.error(format!("websocket: {e}"));
+                continue;
+            }
+        };
+        let auth = serde_json::json!({"type": "auth", "token": guest.token, "cursor": cursor});
+        if ws.send(Message::text(auth.to_string())).await.is_err() {
+            shared.error("websocket: auth");
+            continue;
+        }
+        loop {
+            let frame = tokio::select! {
+                f = ws.next() => Some(f),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(frame) = frame else {
+                let _ = ws.close(None).await;
+                return;
+            };
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    if let Ok(batch) = serde_json::from_str::<PollResponse>(text.as_str()) {
+                        if !receiver.batch(&batch) {
+                            return;
+                        }
+                        cursor = batch.cursor.to_string();
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                    shared.error(format!("websocket closed: {reason}"));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    shared.error("websocket: broken");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn connect_ws(
+    url: &str,
+    room_id: i64,
+    source: IpAddr,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let http = reqwest::Url::parse(url)?;
+    let host = http.host_str().context("host")?;
+    let port = http.port_or_known_default().context("port")?;
+    let server: SocketAddr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .context("address")?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let tcp = tokio::time::timeout(REQUEST_TIMEOUT, socket.connect(server))
+        .await
+        .context("connect timed out")??;
+    let ws_url = format!(
+        "{}/api/v1/rooms/{room_id}/ws",
+        url.replacen("http://", "ws://", 1)
+    );
+    let request = ws_url.into_client_request()?;
+    let (ws, _) = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        tokio_tungstenite::client_async(request, tcp),
+    )
+    .await
+    .context("handshake timed out")??;
+    Ok(ws)
+}
+
+/// The report as a terminal table.
+pub fn table(report: &Report) -> String {
+    let mut out = String::new();
+    let s = &report.scenario;
+    out.push_str(&format!(
+        "scenario {} — {} visitors, {} s (+{} s ramp within, +{} s drain), {}\n\n",
+        s.name,
+        s.visitors,
+        s.duration_secs,
+        s.ramp_up_secs,
+        s.drain_secs,
+        report.urls.join(", ")
+    ));
+    out.push_str(&format!(
+        "visitors joined {:>10}   polls {:>12}   reconnects {:>8}\n",
+        report.visitors_joined, report.polls, report.reconnects
+    ));
+    out.push_str(&format!(
+        "messages sent   {:>10}   delivered {:>8} of {:>8} expected   lost {}   duplicated {}\n\n",
+        report.sent, report.delivered, report.expected, report.lost, report.duplicated
+    ));
+    out.push_str("latency (ms)          count      p50      p90      p99    p99.9      max\n");
+    for (name, l) in [
+        ("join + sync", &report.join),
+        ("poll", &report.poll),
+        ("send", &report.send),
+        ("delivery", &report.delivery),
+    ] {
+        out.push_str(&format!(
+            "{name:<16} {:>10} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
+            l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        ));
+    }
+    if report.errors.is_empty() {
+        out.push_str("\nerrors: none\n");
+    } else {
+        out.push_str("\nerrors:\n");
+        for (kind, count) in &report.errors {
+            out.push_str(&format!("  {count:>8}  {kind}\n"));
+        }
+    }
+    if let Some(server) = &report.server {
+        out.push('\n');
+        out.push_str(&crate::server::summary(server, report));
+    }
+    out
+}
