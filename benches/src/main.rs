@@ -52,6 +52,8 @@ struct Cli {
 enum Command {
     /// Simulated widget visitors as a scenario describes (benches/scenarios/NAME.toml, or a path).
     Run(RunArgs),
+    /// Raises a scenario's visitors step by step until p99 latency or the error rate passes a threshold; reports the largest load held.
+    Capacity(CapacityArgs),
     /// Sends through several nodes; measures committed sends/s, cross-node delivery latency and the poll mix.
     Cluster(ClusterArgs),
     /// Bare actix-web server (1 worker, 127.0.0.1) answering Chatty's poll route with a constant 304; runs until killed.
@@ -88,6 +90,28 @@ struct RunArgs {
     /// No live progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct CapacityArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Visitors of the first step.
+    #[arg(long, default_value_t = 1000)]
+    start: usize,
+    /// Visitors added at each step.
+    #[arg(long, default_value_t = 1000)]
+    step: usize,
+    /// Stop after this many visitors.
+    #[arg(long, default_value_t = 100_000)]
+    max: usize,
+    /// A step holds while its p99 poll latency (or, for push scenarios,
+    /// delivery latency) stays at or below this.
+    #[arg(long, default_value_t = 200.0)]
+    p99_ms: f64,
+    /// ... and its errors (plus lost messages) per visitor stay at or below this.
+    #[arg(long, default_value_t = 0.01)]
+    max_error_rate: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,13 +154,15 @@ struct ClusterArgs {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run_scenario(args).await,
+        Command::Capacity(args) => capacity(args).await,
         Command::Cluster(args) => cluster(args).await,
         Command::Bare304(args) => bare_304(args).await,
         Command::Push(args) => push::run(args).await,
     }
 }
 
-async fn run_scenario(args: RunArgs) -> Result<()> {
+/// The scenario of a run, with the command line's overrides.
+fn scenario_of(args: &RunArgs) -> Result<chatty_bench::scenario::Scenario> {
     let mut scenario = chatty_bench::scenario::Scenario::load(&args.scenario)?;
     if let Some(visitors) = args.visitors {
         scenario.visitors = visitors;
@@ -147,15 +173,86 @@ async fn run_scenario(args: RunArgs) -> Result<()> {
     if let Some(ramp) = args.ramp_up_secs {
         scenario.ramp_up_secs = ramp;
     }
-    let options = chatty_bench::run::RunOptions {
+    Ok(scenario)
+}
+
+fn options_of(args: &RunArgs) -> chatty_bench::run::RunOptions {
+    chatty_bench::run::RunOptions {
         urls: args
             .urls
             .iter()
             .map(|u| u.trim_end_matches('/').to_owned())
             .collect(),
-        metrics_urls: args.metrics,
+        metrics_urls: args.metrics.clone(),
         progress: !args.quiet,
-    };
+    }
+}
+
+/// Runs the scenario at `start`, `start + step`, … visitors until a step
+/// fails its thresholds; prints each step and the largest load held.
+async fn capacity(args: CapacityArgs) -> Result<()> {
+    let base = scenario_of(&args.run)?;
+    let mut held: Option<chatty_bench::run::Report> = None;
+    let mut steps = Vec::new();
+    let mut visitors = args.start.max(1);
+    while visitors <= args.max {
+        let mut scenario = base.clone();
+        scenario.visitors = visitors;
+        let report = chatty_bench::run::run(scenario, options_of(&args.run)).await?;
+        let errors: u64 = report.errors.values().sum::<u64>() + report.lost;
+        let error_rate = errors as f64 / visitors as f64;
+        let p99 = if report.poll.count > 0 {
+            report.poll.p99_ms
+        } else {
+            report.delivery.p99_ms
+        };
+        let ok = p99 <= args.p99_ms
+            && error_rate <= args.max_error_rate
+            && report.visitors_joined as usize == visitors;
+        println!(
+            "{visitors:>8} visitors: p99 {p99:>8.1} ms, errors+lost {errors:>6} ({:.2}%), joined {} -> {}",
+            error_rate * 100.0,
+            report.visitors_joined,
+            if ok { "held" } else { "NOT held" }
+        );
+        steps.push(
+            serde_json::json!({"visitors": visitors, "p99_ms": p99, "errors": errors, "held": ok}),
+        );
+        if !ok {
+            break;
+        }
+        held = Some(report);
+        visitors += args.step.max(1);
+    }
+    let path = args.run.json.clone().unwrap_or_else(|| {
+        std::path::Path::new("target/bench").join(format!("{}-capacity.json", base.name))
+    });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&serde_json::json!({"steps": steps, "largest_held": held}))?,
+    )?;
+    match &held {
+        Some(report) => {
+            println!(
+                "\nlargest load held: {} visitors (p99 ≤ {} ms, errors ≤ {:.1}%)\n",
+                report.scenario.visitors,
+                args.p99_ms,
+                args.max_error_rate * 100.0
+            );
+            print!("{}", chatty_bench::run::table(report));
+        }
+        None => println!("\nno step held: lower --start"),
+    }
+    println!("\nreport: {}", path.display());
+    Ok(())
+}
+
+async fn run_scenario(args: RunArgs) -> Result<()> {
+    let scenario = scenario_of(&args)?;
+    let options = options_of(&args);
     let report = chatty_bench::run::run(scenario, options).await?;
     print!("{}", chatty_bench::run::table(&report));
     let path = args.json.unwrap_or_else(|| {
