@@ -262,7 +262,9 @@ async fn run_scenario(args: RunArgs) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    println!("\nreport: {}", path.display());
+    let html = path.with_extension("html");
+    std::fs::write(&html, chatty_bench::chart::html(&report))?;
+    println!("\nreport: {} and {}", path.display(), html.display());
     Ok(())
 }
 

@@ -83,6 +83,56 @@ impl Latencies {
     }
 }
 
+/// One second of the run: poll and delivery latencies (for the report's
+/// charts of latency over time).
+struct Second {
+    poll: Histogram<u64>,
+    delivery: Histogram<u64>,
+}
+
+impl Second {
+    fn new() -> Option<Self> {
+        // Two significant figures: a few KB per second of run.
+        let h = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 2).ok();
+        Some(Self {
+            poll: h()?,
+            delivery: h()?,
+        })
+    }
+}
+
+/// A point of the latency-over-time charts.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelinePoint {
+    pub second: usize,
+    pub polls: u64,
+    pub poll_p50_ms: f64,
+    pub poll_p99_ms: f64,
+    pub deliveries: u64,
+    pub delivery_p50_ms: f64,
+    pub delivery_p99_ms: f64,
+}
+
+/// A bar of a latency histogram: how many fell at or below `upper_ms`
+/// (and above the previous bar).
+#[derive(Debug, Clone, Serialize)]
+pub struct Bar {
+    pub upper_ms: f64,
+    pub count: u64,
+}
+
+fn bars(h: &Histogram<u64>) -> Vec<Bar> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    h.iter_log(100, 2.0)
+        .map(|v| Bar {
+            upper_ms: v.value_iterated_to() as f64 / 1000.0,
+            count: v.count_since_last_iteration(),
+        })
+        .collect()
+}
+
 /// What one receiver saw, checked against the room at the end.
 #[derive(Debug, Clone, Copy)]
 struct ReceiverTally {
@@ -99,6 +149,7 @@ struct Shared {
     started: Instant,
     counters: Counters,
     latencies: Mutex<Latencies>,
+    timeline: Mutex<Vec<Option<Second>>>,
     errors: Mutex<BTreeMap<String, u64>>,
     /// Highest acknowledged seq per room.
     room_last_seq: Mutex<HashMap<i64, u64>>,
@@ -121,6 +172,22 @@ impl Shared {
     fn record(&self, which: fn(&mut Latencies) -> &mut Histogram<u64>, micros: u64) {
         if let Ok(mut latencies) = self.latencies.lock() {
             let _ = which(&mut latencies).record(micros.max(1));
+        }
+    }
+
+    /// Also files a poll or delivery latency under the current second.
+    fn record_in_time(&self, which: fn(&mut Second) -> &mut Histogram<u64>, micros: u64) {
+        let second = usize::try_from(self.started.elapsed().as_secs()).unwrap_or(usize::MAX);
+        if let Ok(mut timeline) = self.timeline.lock() {
+            if timeline.len() <= second {
+                timeline.resize_with(second + 1, || None);
+            }
+            if timeline[second].is_none() {
+                timeline[second] = Second::new();
+            }
+            if let Some(bucket) = timeline[second].as_mut() {
+                let _ = which(bucket).record(micros.max(1));
+            }
         }
     }
 }
@@ -170,6 +237,11 @@ pub struct Report {
     pub delivery: LatencySummary,
     pub server: Option<crate::server::ServerSide>,
     pub elapsed_secs: f64,
+    /// Latency over time, one point per second.
+    pub timeline: Vec<TimelinePoint>,
+    /// Latency histograms (log-scale bars).
+    pub poll_histogram: Vec<Bar>,
+    pub delivery_histogram: Vec<Bar>,
 }
 
 /// Runs `scenario` and returns its report.
@@ -211,6 +283,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         started: Instant::now(),
         counters: Counters::default(),
         latencies: Mutex::new(Latencies::new()?),
+        timeline: Mutex::new(Vec::new()),
         errors: Mutex::new(BTreeMap::new()),
         room_last_seq: Mutex::new(HashMap::new()),
         tallies: Mutex::new(Vec::new()),
@@ -264,6 +337,36 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         .lock()
         .map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
     let c = &shared.counters;
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let timeline = shared
+        .timeline
+        .lock()
+        .map(|t| {
+            t.iter()
+                .enumerate()
+                .map(|(second, bucket)| match bucket {
+                    Some(b) => TimelinePoint {
+                        second,
+                        polls: b.poll.len(),
+                        poll_p50_ms: ms(&b.poll, 0.5),
+                        poll_p99_ms: ms(&b.poll, 0.99),
+                        deliveries: b.delivery.len(),
+                        delivery_p50_ms: ms(&b.delivery, 0.5),
+                        delivery_p99_ms: ms(&b.delivery, 0.99),
+                    },
+                    None => TimelinePoint {
+                        second,
+                        polls: 0,
+                        poll_p50_ms: 0.0,
+                        poll_p99_ms: 0.0,
+                        deliveries: 0,
+                        delivery_p50_ms: 0.0,
+                        delivery_p99_ms: 0.0,
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Report {
         scenario,
         urls: options.urls.clone(),
@@ -282,6 +385,9 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         delivery: LatencySummary::of(&latencies.delivery),
         server: crate::server::compare(before, at_full_load, after, elapsed_secs),
         elapsed_secs,
+        timeline,
+        poll_histogram: bars(&latencies.poll),
+        delivery_histogram: bars(&latencies.delivery),
     })
 }
 
@@ -518,8 +624,9 @@ impl Receiver {
                     self.delivered += 1;
                     c.delivered.fetch_add(1, Ordering::Relaxed);
                     if let Some(sent) = sent_micros(&message.client_message_id) {
-                        self.shared
-                            .record(|l| &mut l.delivery, now.saturating_sub(sent));
+                        let micros = now.saturating_sub(sent);
+                        self.shared.record(|l| &mut l.delivery, micros);
+                        self.shared.record_in_time(|s| &mut s.delivery, micros);
                     }
                 }
                 Event::Reset { .. } => {
@@ -567,7 +674,9 @@ async fn poll_loop(
             Ok(response) => {
                 let status = response.status().as_u16();
                 if wait == 0 {
-                    shared.record(|l| &mut l.poll, started.elapsed().as_micros() as u64);
+                    let micros = started.elapsed().as_micros() as u64;
+                    shared.record(|l| &mut l.poll, micros);
+                    shared.record_in_time(|s| &mut s.poll, micros);
                 }
                 shared.counters.polls.fetch_add(1, Ordering::Relaxed);
                 match status {
