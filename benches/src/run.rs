@@ -708,6 +708,16 @@ async fn poll_loop(
     }
 }
 
+/// Before each connection but the first: count a reconnect and wait a
+/// little, so a refused stream is not retried in a tight loop.
+async fn reconnect_pause(shared: &Shared, attempts: &mut u64) {
+    if *attempts > 0 {
+        shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    *attempts += 1;
+}
+
 async fn sse_loop(
     receiver: &mut Receiver,
     client: &reqwest::Client,
@@ -717,13 +727,9 @@ async fn sse_loop(
 ) {
     let shared = Arc::clone(&receiver.shared);
     let mut cursor = guest.cursor.to_string();
-    let mut first = true;
+    let mut attempts = 0u64;
     while !stopped(&stop) {
-        if !first {
-            shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        first = false;
+        reconnect_pause(&shared, &mut attempts).await;
         let request = client
             .get(format!("{url}/api/v1/rooms/{}/sse", guest.room.id))
             .query(&[("token", guest.token.as_str()), ("cursor", cursor.as_str())]);
@@ -781,13 +787,9 @@ async fn ws_loop(
 ) {
     let shared = Arc::clone(&receiver.shared);
     let mut cursor = guest.cursor.to_string();
-    let mut first = true;
+    let mut attempts = 0u64;
     while !stopped(&stop) {
-        if !first {
-            shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        first = false;
+        reconnect_pause(&shared, &mut attempts).await;
         let mut ws = match connect_ws(url, guest.room.id, source).await {
             Ok(ws) => ws,
             Err(e) => {

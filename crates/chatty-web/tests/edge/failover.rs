@@ -10,6 +10,24 @@ use crate::traffic::Traffic;
 
 const MESSAGES: u64 = 60;
 
+/// Polls `url` every 100 ms for up to 15 s until it answers `status`;
+/// the answer's body (JSON) when it does.
+async fn wait_for_status(
+    client: &reqwest::Client,
+    url: &str,
+    status: StatusCode,
+) -> Option<serde_json::Value> {
+    for _ in 0..150 {
+        if let Ok(response) = client.get(url).send().await
+            && response.status() == status
+        {
+            return Some(response.json().await.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 fn no_send_limit() -> Vec<(String, String)> {
     vec![("CHATTY__CHAT__SENDS_PER_MINUTE".into(), "0".into())]
 }
@@ -123,30 +141,15 @@ async fn readyz_turns_false_when_the_nodes_redis_stops() {
         ])
         .await;
     let readyz = format!("{}/readyz", node.base());
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = edge.client.get(&readyz).send().await
-            && r.status() == StatusCode::OK
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the node is ready with its Redis up");
+    wait_for_status(&edge.client, &readyz, StatusCode::OK)
+        .await
+        .expect("the node is ready with its Redis up");
 
     let _ = redis.0.kill();
     let _ = redis.0.wait();
-    let mut answer = None;
-    for _ in 0..150 {
-        let r = edge.client.get(&readyz).send().await.expect("readyz");
-        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
-            answer = Some(r.json::<serde_json::Value>().await.expect("json"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let body = answer.expect("/readyz says 503 once Redis is gone");
+    let body = wait_for_status(&edge.client, &readyz, StatusCode::SERVICE_UNAVAILABLE)
+        .await
+        .expect("/readyz says 503 once Redis is gone");
     assert_eq!(body["error"]["code"], "bus_unavailable", "{body}");
     let alive = edge
         .client
@@ -182,41 +185,17 @@ async fn a_node_that_loses_redis_is_passed_over_and_no_send_or_join_fails() {
         .await;
     let readyz = format!("{}/readyz", node.base());
     edge.nodes.push(node);
-    let mut up = false;
-    for _ in 0..100 {
-        if edge
-            .client
-            .get(&readyz)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::OK)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "the second node starts");
+    wait_for_status(&edge.client, &readyz, StatusCode::OK)
+        .await
+        .expect("the second node starts");
     let ports: Vec<u16> = edge.nodes.iter().map(|n| n.port).collect();
     edge.nginx.set_upstreams(&ports);
     let sender = edge.join("Sender").await;
 
     cut_off.freeze();
-    let mut not_ready = false;
-    for _ in 0..100 {
-        if edge
-            .client
-            .get(&readyz)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
-        {
-            not_ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(not_ready, "the node without Redis says so on /readyz");
+    wait_for_status(&edge.client, &readyz, StatusCode::SERVICE_UNAVAILABLE)
+        .await
+        .expect("the node without Redis says so on /readyz");
 
     // Half of these reach the node without Redis first; it refuses them
     // (503, nothing stored) and nginx passes them on to the other node.
