@@ -119,6 +119,19 @@ pub fn compare(
     })
 }
 
+/// Delivery latency a healthy run stays under: a second, plus the poll
+/// interval when some visitors poll (they see news at their next poll).
+fn delivery_bound_ms(report: &crate::run::Report) -> f64 {
+    let t = &report.scenario.transports;
+    let polling = t.poll > 0.0;
+    1000.0
+        + if polling {
+            report.scenario.poll_interval_ms as f64
+        } else {
+            0.0
+        }
+}
+
 /// "Where the time went": the server's figures, and the first thing to
 /// look at, the case study's lesson.
 pub fn summary(server: &ServerSide, report: &crate::run::Report) -> String {
@@ -147,7 +160,7 @@ pub fn summary(server: &ServerSide, report: &crate::run::Report) -> String {
         "MySQL: requests spend more time in the database than on the CPU"
     } else if server.redis_ms_per_request > server.cpu_ms_per_request {
         "Redis: requests spend more time in Redis than on the CPU"
-    } else if report.poll.p99_ms > 200.0 || report.delivery.p99_ms > 1000.0 {
+    } else if report.poll.p99_ms > 200.0 || report.delivery.p99_ms > delivery_bound_ms(report) {
         "queueing: latency is high while no resource is saturated (the client machine, or connection limits)"
     } else {
         "no bottleneck reached at this load: raise the visitors"
