@@ -236,6 +236,8 @@ pub struct Report {
     pub send: LatencySummary,
     pub delivery: LatencySummary,
     pub server: Option<crate::server::ServerSide>,
+    /// Cores the bench client itself kept busy (it shares the machine).
+    pub client_cores: Option<f64>,
     pub elapsed_secs: f64,
     /// Latency over time, one point per second.
     pub timeline: Vec<TimelinePoint>,
@@ -273,6 +275,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let before = crate::server::sample(&clients[0], &options.metrics_urls).await;
+    let client_cpu_before = crate::server::own_cpu_seconds();
 
     let (sending_over_tx, sending_over_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -317,6 +320,9 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
     }
     let after = crate::server::sample(&shared.clients[0], &options.metrics_urls).await;
     let elapsed_secs = shared.started.elapsed().as_secs_f64();
+    let client_cores = client_cpu_before
+        .zip(crate::server::own_cpu_seconds())
+        .map(|(before, after)| (after - before) / elapsed_secs.max(1e-9));
 
     // Exactly once: each receiver against its room's last acknowledged seq.
     let room_last = shared
@@ -384,6 +390,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         send: LatencySummary::of(&latencies.send),
         delivery: LatencySummary::of(&latencies.delivery),
         server: crate::server::compare(before, at_full_load, after, elapsed_secs),
+        client_cores,
         elapsed_secs,
         timeline,
         poll_histogram: bars(&latencies.poll),

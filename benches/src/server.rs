@@ -119,6 +119,18 @@ pub fn compare(
     })
 }
 
+/// CPU seconds this process (the bench client) has used so far: utime +
+/// stime from `/proc/self/stat`, in clock ticks of 1/100 s. `None` off Linux.
+pub fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces): utime and
+    // stime are the 14th and 15th of the line, the 12th and 13th here.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 /// Delivery latency a healthy run stays under: a second, plus the poll
 /// interval when some visitors poll (they see news at their next poll).
 fn delivery_bound_ms(report: &crate::run::Report) -> f64 {
@@ -152,7 +164,17 @@ pub fn summary(server: &ServerSide, report: &crate::run::Report) -> String {
         server.not_modified_share * 100.0
     );
     let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-    let verdict = if report.lost > 0 || !report.errors.is_empty() {
+    let client = report.client_cores.unwrap_or(0.0);
+    if let Some(client_cores) = report.client_cores {
+        out.push_str(&format!(
+            "bench client: {client_cores:.2} cores busy (this machine has {cores:.0})\n"
+        ));
+    }
+    let verdict = if client + server.cpu_cores > 0.8 * cores && client > 0.3 * cores {
+        "this machine: the bench client and the nodes together use most of its cores, \
+         so latency and errors here are the machine's, not the nodes' alone \
+         (run the client elsewhere, or lower the load)"
+    } else if report.lost > 0 || !report.errors.is_empty() {
         "errors or losses first: see the error list; a node refusing (429/503) or timing out is at a limit"
     } else if server.cpu_cores > 0.8 * cores {
         "CPU-bound: the nodes use most of the machine's cores (add nodes, or cores)"

@@ -83,6 +83,11 @@ async fn a_tiny_scenario_is_counted_exactly() {
     assert_eq!(report.join.count, 24);
     let server = report.server.expect("server side read from /metrics");
     assert!(server.http_requests > 0.0);
+    #[cfg(target_os = "linux")]
+    assert!(
+        report.client_cores.is_some_and(|c| c >= 0.0),
+        "the client's own CPU is reported"
+    );
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), serving).await;
