@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chatty_protocol::Event;
 use chatty_protocol::api::{JoinResponse, PollResponse};
+use chatty_protocol::{Event, RoomCursor};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -462,8 +462,10 @@ async fn visitor(shared: Arc<Shared>, i: usize, stop: watch::Receiver<bool>) {
             Err(e) => shared.error(format!("widget: {}", kind(&e))),
         }
     }
+    // Only what the visitor needs from here on: the join's member list and
+    // last messages would cost tens of KB per visitor in a big run.
     let guest = match join(&client, &url, &scenario.site_key, i, &page).await {
-        Ok(guest) => guest,
+        Ok(joined) => Guest::from(joined),
         Err(e) => {
             shared.error(format!("join: {e}"));
             return;
@@ -500,7 +502,7 @@ async fn visitor(shared: Arc<Shared>, i: usize, stop: watch::Receiver<bool>) {
     }
     if let Ok(mut tallies) = shared.tallies.lock() {
         tallies.push(ReceiverTally {
-            room_id: guest.room.id,
+            room_id: guest.room_id,
             from_seq,
             delivered: receiver.delivered,
         });
@@ -542,6 +544,24 @@ async fn join(
     Ok(response.json().await?)
 }
 
+/// What a visitor keeps of its join.
+#[derive(Debug, Clone)]
+struct Guest {
+    token: String,
+    room_id: i64,
+    cursor: RoomCursor,
+}
+
+impl From<JoinResponse> for Guest {
+    fn from(joined: JoinResponse) -> Self {
+        Self {
+            token: joined.token,
+            room_id: joined.room.id,
+            cursor: joined.cursor,
+        }
+    }
+}
+
 /// The send time (µs since the run started) rides in the client id.
 fn client_message_id(sent_micros: u64, visitor: usize, n: u64) -> String {
     format!("b{sent_micros}-{visitor}-{n}")
@@ -560,7 +580,7 @@ async fn send_loop(
     shared: Arc<Shared>,
     client: reqwest::Client,
     url: String,
-    guest: JoinResponse,
+    guest: Guest,
     i: usize,
 ) {
     let rate = shared.scenario.senders.messages_per_minute / 60.0;
@@ -581,7 +601,7 @@ async fn send_loop(
         let start = shared.micros();
         let id = client_message_id(start, i, n);
         let request = client
-            .post(format!("{url}/api/v1/rooms/{}/messages", guest.room.id))
+            .post(format!("{url}/api/v1/rooms/{}/messages", guest.room_id))
             .timeout(REQUEST_TIMEOUT)
             .bearer_auth(&guest.token)
             .json(&serde_json::json!({"client_message_id": id, "body": format!("message {n} from v{i}")}));
@@ -594,7 +614,7 @@ async fn send_loop(
                 shared.record(|l| &mut l.send, shared.micros() - start);
                 shared.counters.sent.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut rooms) = shared.room_last_seq.lock() {
-                    let last = rooms.entry(guest.room.id).or_default();
+                    let last = rooms.entry(guest.room_id).or_default();
                     *last = (*last).max(sent.message.seq);
                 }
             }
@@ -651,7 +671,7 @@ async fn poll_loop(
     receiver: &mut Receiver,
     client: &reqwest::Client,
     url: &str,
-    guest: &JoinResponse,
+    guest: &Guest,
     wait: u64,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -661,7 +681,7 @@ async fn poll_loop(
     loop {
         let started = Instant::now();
         let mut request = client
-            .get(format!("{url}/api/v1/rooms/{}/events", guest.room.id))
+            .get(format!("{url}/api/v1/rooms/{}/events", guest.room_id))
             .query(&[("cursor", cursor.as_str())])
             .bearer_auth(&guest.token)
             .header("If-None-Match", format!("\"{cursor}\""));
@@ -729,7 +749,7 @@ async fn sse_loop(
     receiver: &mut Receiver,
     client: &reqwest::Client,
     url: &str,
-    guest: &JoinResponse,
+    guest: &Guest,
     mut stop: watch::Receiver<bool>,
 ) {
     let shared = Arc::clone(&receiver.shared);
@@ -738,7 +758,7 @@ async fn sse_loop(
     while !stopped(&stop) {
         reconnect_pause(&shared, &mut attempts).await;
         let request = client
-            .get(format!("{url}/api/v1/rooms/{}/sse", guest.room.id))
+            .get(format!("{url}/api/v1/rooms/{}/sse", guest.room_id))
             .query(&[("token", guest.token.as_str()), ("cursor", cursor.as_str())]);
         let response = tokio::select! {
             r = request.send() => r,
@@ -788,7 +808,7 @@ async fn sse_loop(
 async fn ws_loop(
     receiver: &mut Receiver,
     url: &str,
-    guest: &JoinResponse,
+    guest: &Guest,
     source: IpAddr,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -797,7 +817,7 @@ async fn ws_loop(
     let mut attempts = 0u64;
     while !stopped(&stop) {
         reconnect_pause(&shared, &mut attempts).await;
-        let mut ws = match connect_ws(url, guest.room.id, source).await {
+        let mut ws = match connect_ws(url, guest.room_id, source).await {
             Ok(ws) => ws,
             Err(e) => {
                 shared.error(format!("websocket: {e}"));
