@@ -48,6 +48,16 @@ fn short(v: f64) -> String {
     }
 }
 
+/// An open `<svg>` of the page's width with `title` at its top.
+fn svg_open(title: &str, height: f64) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"11\"><text x=\"{LEFT}\" y=\"18\" font-size=\"13\" \
+         font-weight=\"bold\">{}</text>",
+        escape(title)
+    )
+}
+
 struct Series<'a> {
     name: &'a str,
     color: &'a str,
@@ -56,12 +66,8 @@ struct Series<'a> {
 
 fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
     if series.iter().all(|s| s.points.is_empty()) {
-        return format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"60\" \
-             font-family=\"sans-serif\" font-size=\"11\"><text x=\"{LEFT}\" y=\"18\" font-size=\"13\" \
-             font-weight=\"bold\">{}</text><text x=\"{LEFT}\" y=\"45\">no samples</text></svg>",
-            escape(title)
-        );
+        return svg_open(title, 60.0)
+            + &format!("<text x=\"{LEFT}\" y=\"45\">no samples</text></svg>");
     }
     let x_max = series
         .iter()
@@ -77,12 +83,7 @@ fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x = |v: f64| LEFT + v / x_max * plot_w;
     let y = |v: f64| TOP + plot_h - v / y_max * plot_h;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         font-family=\"sans-serif\" font-size=\"11\"><text x=\"{LEFT}\" y=\"18\" font-size=\"13\" \
-         font-weight=\"bold\">{}</text>",
-        escape(title)
-    );
+    let mut svg = svg_open(title, HEIGHT);
     for i in 0..=4 {
         let value = y_max * f64::from(i) / 4.0;
         let _ = write!(
@@ -137,12 +138,7 @@ fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
 }
 
 fn bar_chart(title: &str, bars: &[Bar]) -> String {
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-         font-family=\"sans-serif\" font-size=\"11\"><text x=\"{LEFT}\" y=\"18\" font-size=\"13\" \
-         font-weight=\"bold\">{}</text>",
-        escape(title)
-    );
+    let mut svg = svg_open(title, HEIGHT);
     if bars.is_empty() {
         let _ = write!(svg, "<text x=\"{LEFT}\" y=\"60\">no samples</text></svg>");
         return svg;

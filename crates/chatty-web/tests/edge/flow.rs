@@ -5,8 +5,8 @@ use std::time::Duration;
 use chatty_protocol::Event;
 use reqwest::StatusCode;
 
-use crate::harness::{Edge, poll, send_once};
-use crate::push_client::{SseClient, WsClient, auth_message, ws_url_bare};
+use crate::harness::{Edge, poll, send_once, websocket};
+use crate::push_client::SseClient;
 
 fn message_seqs(events: &[Event]) -> Vec<u64> {
     events
@@ -26,10 +26,7 @@ async fn a_message_reaches_websocket_sse_long_poll_and_poll_clients_through_ngin
     let bob = edge.join("Bob").await;
     let cursor = bob.cursor.to_string();
 
-    let mut ws = WsClient::connect(&ws_url_bare(&base, bob.room.id), None)
-        .await
-        .expect("the WebSocket upgrade passes nginx");
-    ws.send_text(auth_message(&bob.token, &cursor)).await;
+    let mut ws = websocket(&base, &bob, &cursor).await;
     let mut sse = SseClient::connect(&base, &bob, &cursor, None)
         .await
         .expect("the SSE stream passes nginx");
@@ -220,10 +217,7 @@ async fn metrics_show_every_family_an_operator_watches() {
     let ann = edge.join("Ann").await;
     let bob = edge.join("Bob").await;
     let cursor = bob.cursor.to_string();
-    let mut ws = WsClient::connect(&ws_url_bare(&base, bob.room.id), None)
-        .await
-        .expect("upgrade");
-    ws.send_text(auth_message(&bob.token, &cursor)).await;
+    let mut ws = websocket(&base, &bob, &cursor).await;
     let seq = send_once(&edge.client, &base, &ann, "metrics-1", "counted")
         .await
         .expect("send");
@@ -236,10 +230,7 @@ async fn metrics_show_every_family_an_operator_watches() {
     let refused = send_once(&edge.client, &base, &ann, "metrics-2", "over the limit").await;
     assert!(refused.is_err_and(|e| e.contains("429")));
     // A second WebSocket that leaves: counted by reason.
-    let mut leaving = WsClient::connect(&ws_url_bare(&base, ann.room.id), None)
-        .await
-        .expect("upgrade");
-    leaving.send_text(auth_message(&ann.token, &cursor)).await;
+    let mut leaving = websocket(&base, &ann, &cursor).await;
     let _ = futures_util::SinkExt::close(&mut leaving.stream).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 

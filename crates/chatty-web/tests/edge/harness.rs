@@ -18,6 +18,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{Deployment, TEST_SECRET};
+use crate::push_client::{WsClient, auth_message, ws_url_bare};
 
 /// How long a process may take to answer after it was started.
 const START_WAIT: Duration = Duration::from_secs(30);
@@ -400,6 +401,15 @@ pub async fn join(client: &reqwest::Client, base: &str, nickname: &str) -> JoinR
         .expect("join request");
     assert_eq!(response.status(), StatusCode::OK, "join through {base}");
     response.json().await.expect("join body")
+}
+
+/// A WebSocket through `base`, authenticated in its first message.
+pub async fn websocket(base: &str, guest: &JoinResponse, cursor: &str) -> WsClient {
+    let mut ws = WsClient::connect(&ws_url_bare(base, guest.room.id), None)
+        .await
+        .expect("the WebSocket upgrade passes nginx");
+    ws.send_text(auth_message(&guest.token, cursor)).await;
+    ws
 }
 
 /// One plain poll; `None` for 304.

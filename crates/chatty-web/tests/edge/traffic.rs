@@ -44,6 +44,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// No client request failed; `nginx_log` explains it if one did.
+    pub fn assert_no_failures(&self, nginx_log: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "no request failed: {:?} ({} WebSocket reconnects)\nnginx error log:\n{nginx_log}",
+            self.failures,
+            self.reconnects,
+        );
+    }
+
     /// Every acknowledged message reached every reader once, in order.
     pub fn assert_exactly_once(&self, total: u64) {
         let expected: Vec<u64> = (1..=total).collect();
