@@ -49,6 +49,12 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// On shutdown, how long in-flight requests may take to finish.
     pub shutdown_timeout_secs: u64,
+    /// How long an idle keep-alive connection is kept open. It must be
+    /// longer than the load balancer's idle timeout for its upstream
+    /// connections (the shipped nginx: `keepalive_timeout 60s`): a node that
+    /// closes first races nginx reusing the connection, and the request
+    /// nginx just wrote on it fails (a 502 for a send, which is not retried).
+    pub keep_alive_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -59,6 +65,7 @@ impl Default for ServerSettings {
             workers: 0,
             max_request_bytes: 32 * 1024,
             shutdown_timeout_secs: 10,
+            keep_alive_secs: 75,
         }
     }
 }
@@ -682,6 +689,29 @@ mod tests {
 
     fn error_text(result: Result<Settings, SettingsError>) -> String {
         result.expect_err("must be refused").to_string()
+    }
+
+    /// The shipped nginx keeps idle upstream connections `keepalive_timeout`
+    /// long; a node that closed them sooner would race nginx's reuse.
+    #[test]
+    fn the_default_keep_alive_outlasts_nginx_upstream_idle_timeout() {
+        let nginx = include_str!("../../../nginx/chatty-http.conf");
+        let upstream = nginx
+            .split("upstream ")
+            .nth(1)
+            .and_then(|block| block.split('}').next())
+            .expect("an upstream block");
+        let nginx_secs: u64 = upstream
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("keepalive_timeout "))
+            .and_then(|value| value.trim_end_matches(';').strip_suffix('s'))
+            .and_then(|secs| secs.parse().ok())
+            .expect("keepalive_timeout in seconds in the upstream block");
+        let node_secs = Settings::default().server.keep_alive_secs;
+        assert!(
+            node_secs > nginx_secs,
+            "server.keep_alive_secs ({node_secs}) must exceed nginx's upstream keepalive_timeout ({nginx_secs})"
+        );
     }
 
     #[test]

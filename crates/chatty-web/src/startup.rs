@@ -296,6 +296,7 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
     let max_request_bytes = state.settings.server.max_request_bytes;
     let workers = state.settings.server.workers;
     let shutdown_timeout = state.settings.server.shutdown_timeout_secs;
+    let keep_alive_secs = state.settings.server.keep_alive_secs;
     let push = state.settings.push.clone();
     let write_timeout = Duration::from_secs(push.write_timeout_secs);
     let widget = web::Data::new(WidgetAsset::default());
@@ -318,6 +319,7 @@ fn build_server(listener: TcpListener, state: AppState) -> Result<Server, Startu
     // Bounds the wait for a request head, the WebSocket handshake included.
     .client_request_timeout(Duration::from_millis(push.handshake_timeout_ms))
     .backlog(4096)
+    .keep_alive(Duration::from_secs(keep_alive_secs))
     // Push frames are small writes that must leave at once: without this,
     // Nagle's algorithm holds a frame until the previous one is
     // acknowledged (up to the peer's delayed-ACK timer, 40 ms).

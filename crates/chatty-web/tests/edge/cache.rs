@@ -171,7 +171,9 @@ async fn a_poll_with_touch_always_reaches_the_app() {
         cursor = batch.cursor.to_string();
     }
     let count = || edge.metric_sum("chatty_http_requests_total", &[("route", EVENTS_ROUTE)]);
+    let answered_304 = || edge.metric_sum("chatty_polls_total", &[("path", "not_modified")]);
     let before = count().await;
+    let before_304 = answered_304().await;
     for _ in 0..5 {
         let response = edge
             .client
@@ -197,5 +199,12 @@ async fn a_poll_with_touch_always_reaches_the_app() {
         count().await - before,
         5.0,
         "every touch poll reached the app"
+    );
+    // With its If-None-Match: nginx drops it for polls it may cache, and
+    // the app would answer each with a full 200 instead of its 304.
+    assert_eq!(
+        answered_304().await - before_304,
+        5.0,
+        "the app answered every touch poll 304 itself"
     );
 }
