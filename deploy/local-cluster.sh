@@ -18,6 +18,10 @@
 #   CHATTY_LOCAL_BASE_PORT  the first node's port (default 8081)
 #   CHATTY_LOCAL_STATE      state directory: pids, logs, rendered nginx
 #                           config, token secret (default ./.chatty-local)
+#   CHATTY_LOCAL_POLL_CACHE `on` (default): nginx answers polls from its
+#                           1-second micro-cache; `off`: every poll reaches
+#                           a node (to load the nodes themselves, e.g. when
+#                           benchmarking 1, 2, 3 nodes behind nginx)
 # Other CHATTY__* variables in the environment reach every node too (for
 # example CHATTY__LOG__FILTER=debug). The nodes run in the state directory,
 # so a chatty.toml in the current directory is not read.
@@ -382,11 +386,15 @@ render_nginx() {
     # chatty-node.conf (the web-node role) is copied but not included.
     text=${text//"listen 8080;"/"listen 127.0.0.1:8080;"}
     text=${text//"listen [::]:8080;"/}
+    if [ "${CHATTY_LOCAL_POLL_CACHE:-on}" = off ]; then
+      text=${text//'set $chatty_poll_cache_off 0;'/'set $chatty_poll_cache_off 1;'}
+    fi
     printf '%s\n' "$text" >"$prefix/chatty/${file##*/}"
   done
-  # Every visitor comes from loopback here: exempt it from the per-address
-  # limits, as the edge tests do.
-  printf '127.0.0.1 0;\n' >"$prefix/chatty/chatty-limits-exempt.conf"
+  # Every visitor comes from loopback here (the bench suite spreads its
+  # connections over 127.0.0.1 … 127.0.0.N): exempt it from the
+  # per-address limits, as the edge tests do.
+  printf '127.0.0.0/8 0;\n' >"$prefix/chatty/chatty-limits-exempt.conf"
   if [ "$(id -u)" -eq 0 ]; then
     user="user root root;"$'\n'
   fi

@@ -215,6 +215,13 @@ pub fn html(report: &Report) -> String {
                 color: "#c92a2a",
                 points: points(|p| (p.polls, p.poll_p99_ms)),
             },
+            // Beside the polls: when this line follows the p99, the load
+            // generator made the latency, not the server.
+            Series {
+                name: "client lag (max)",
+                color: "#868e96",
+                points: points(|p| (p.polls, p.client_lag_max_ms)),
+            },
         ],
     );
     let delivery_chart = line_chart(

@@ -23,11 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chatty_protocol::api::{JoinResponse, PollResponse};
-use chatty_protocol::{Event, RoomCursor};
+use std::borrow::Cow;
+
+use chatty_protocol::RoomCursor;
+use chatty_protocol::api::JoinResponse;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -67,8 +69,13 @@ struct Counters {
 struct Latencies {
     join: Histogram<u64>,
     poll: Histogram<u64>,
+    /// Polls that started after the ramp-up: the load held, without the
+    /// crowd's arrival.
+    poll_held: Histogram<u64>,
     send: Histogram<u64>,
     delivery: Histogram<u64>,
+    /// How late the client's own 10 ms timer fired: see `watch_client_lag`.
+    client_lag: Histogram<u64>,
 }
 
 impl Latencies {
@@ -77,8 +84,10 @@ impl Latencies {
         Ok(Self {
             join: h()?,
             poll: h()?,
+            poll_held: h()?,
             send: h()?,
             delivery: h()?,
+            client_lag: h()?,
         })
     }
 }
@@ -88,6 +97,7 @@ impl Latencies {
 struct Second {
     poll: Histogram<u64>,
     delivery: Histogram<u64>,
+    client_lag: Histogram<u64>,
 }
 
 impl Second {
@@ -97,6 +107,7 @@ impl Second {
         Some(Self {
             poll: h()?,
             delivery: h()?,
+            client_lag: h()?,
         })
     }
 }
@@ -111,6 +122,8 @@ pub struct TimelinePoint {
     pub deliveries: u64,
     pub delivery_p50_ms: f64,
     pub delivery_p99_ms: f64,
+    /// The most the client's own timer was late in this second.
+    pub client_lag_max_ms: f64,
 }
 
 /// A bar of a latency histogram: how many fell at or below `upper_ms`
@@ -147,6 +160,8 @@ struct Shared {
     clients: Vec<reqwest::Client>,
     sources: Vec<IpAddr>,
     started: Instant,
+    /// When the last visitor is due to have arrived.
+    ramped_up: Instant,
     counters: Counters,
     latencies: Mutex<Latencies>,
     timeline: Mutex<Vec<Option<Second>>>,
@@ -156,6 +171,9 @@ struct Shared {
     tallies: Mutex<Vec<ReceiverTally>>,
     /// Sending stops when this turns true; receiving when `stop_rx` does.
     sending_over: watch::Receiver<bool>,
+    /// Short requests (widget, join, send, poll) in flight at once: see
+    /// `Scenario::max_connections`.
+    request_slots: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -233,8 +251,13 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub join: LatencySummary,
     pub poll: LatencySummary,
+    /// Polls started after the ramp-up: every visitor has arrived.
+    pub poll_held: LatencySummary,
     pub send: LatencySummary,
     pub delivery: LatencySummary,
+    /// How late the client's own runtime ran a 10 ms timer: when this is
+    /// near the poll latency, the load generator, not the server, made it.
+    pub client_lag: LatencySummary,
     pub server: Option<crate::server::ServerSide>,
     /// Cores the bench client itself kept busy (it shares the machine).
     pub client_cores: Option<f64>,
@@ -253,12 +276,14 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         bail!("no URL to visit");
     }
     // Every visitor holds a socket or two; raise what we may open.
+    // Pollers share pooled keep-alive connections (as they would behind
+    // nginx); each SSE or WebSocket visitor holds its own socket.
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let needed = scenario.visitors as u64 * 2 + 64;
+    let streams = (scenario.visitors as f64 * scenario.streaming_share()).ceil() as u64;
+    let needed = streams + 1024;
     if limit < needed {
         eprintln!(
-            "warning: this process may open {limit} files; {} visitors may need {needed}",
-            scenario.visitors
+            "warning: this process may open {limit} files; {streams} SSE and WebSocket visitors need about {needed}"
         );
     }
     let sources: Vec<IpAddr> = (0..scenario.source_addresses)
@@ -270,6 +295,10 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
             reqwest::Client::builder()
                 .local_address(*source)
                 .pool_max_idle_per_host(usize::MAX)
+                // Below the node's keep-alive (75 s) and nginx's (60 s):
+                // the client, not the server, closes idle connections, so
+                // no poll is written on one the server is closing.
+                .pool_idle_timeout(Duration::from_secs(30))
                 .connect_timeout(REQUEST_TIMEOUT)
                 .build()
         })
@@ -284,6 +313,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         clients,
         sources,
         started: Instant::now(),
+        ramped_up: Instant::now() + Duration::from_secs(scenario.ramp_up_secs),
         counters: Counters::default(),
         latencies: Mutex::new(Latencies::new()?),
         timeline: Mutex::new(Vec::new()),
@@ -291,9 +321,11 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         room_last_seq: Mutex::new(HashMap::new()),
         tallies: Mutex::new(Vec::new()),
         sending_over: sending_over_rx,
+        request_slots: tokio::sync::Semaphore::new(scenario.max_connections),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let progress = options.progress.then(|| progress_bar(Arc::clone(&shared)));
+    let lag_watch = tokio::spawn(watch_client_lag(Arc::clone(&shared)));
 
     let mut tasks = Vec::with_capacity(scenario.visitors);
     for i in 0..scenario.visitors {
@@ -314,6 +346,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
             shared.error("visitor task panicked");
         }
     }
+    lag_watch.abort();
     if let Some((bar, ticker)) = progress {
         ticker.abort();
         bar.finish_and_clear();
@@ -359,6 +392,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
                         deliveries: b.delivery.len(),
                         delivery_p50_ms: ms(&b.delivery, 0.5),
                         delivery_p99_ms: ms(&b.delivery, 0.99),
+                        client_lag_max_ms: b.client_lag.max() as f64 / 1000.0,
                     },
                     None => TimelinePoint {
                         second,
@@ -368,6 +402,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
                         deliveries: 0,
                         delivery_p50_ms: 0.0,
                         delivery_p99_ms: 0.0,
+                        client_lag_max_ms: 0.0,
                     },
                 })
                 .collect()
@@ -387,8 +422,10 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<Report> {
         errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         join: LatencySummary::of(&latencies.join),
         poll: LatencySummary::of(&latencies.poll),
+        poll_held: LatencySummary::of(&latencies.poll_held),
         send: LatencySummary::of(&latencies.send),
         delivery: LatencySummary::of(&latencies.delivery),
+        client_lag: LatencySummary::of(&latencies.client_lag),
         server: crate::server::compare(before, at_full_load, after, elapsed_secs),
         client_cores,
         elapsed_secs,
@@ -448,6 +485,7 @@ async fn visitor(shared: Arc<Shared>, i: usize, stop: watch::Receiver<bool>) {
     let page = scenario.page_of(i);
 
     let started = Instant::now();
+    let slot = shared.request_slots.acquire().await.ok();
     if scenario.download_widget {
         match client
             .get(format!("{url}/widget.js"))
@@ -471,6 +509,7 @@ async fn visitor(shared: Arc<Shared>, i: usize, stop: watch::Receiver<bool>) {
             return;
         }
     };
+    drop(slot);
     shared.record(|l| &mut l.join, started.elapsed().as_micros() as u64);
     shared.counters.joined.fetch_add(1, Ordering::Relaxed);
     let mut receiver = Receiver {
@@ -506,6 +545,22 @@ async fn visitor(shared: Arc<Shared>, i: usize, stop: watch::Receiver<bool>) {
             from_seq,
             delivered: receiver.delivered,
         });
+    }
+}
+
+/// Measures the load generator itself: a task that asks to wake every
+/// 10 ms and records how late it was woken. The bench shares the machine
+/// with the nodes; when its runtime falls behind, every latency it
+/// measures grows by that much although no server was slow. A run whose
+/// client lag is close to its poll latency measured the client.
+async fn watch_client_lag(shared: Arc<Shared>) {
+    const TICK: Duration = Duration::from_millis(10);
+    loop {
+        let asked = Instant::now();
+        tokio::time::sleep(TICK).await;
+        let late = asked.elapsed().saturating_sub(TICK).as_micros() as u64;
+        shared.record(|l| &mut l.client_lag, late);
+        shared.record_in_time(|s| &mut s.client_lag, late);
     }
 }
 
@@ -550,6 +605,7 @@ struct Guest {
     token: String,
     room_id: i64,
     cursor: RoomCursor,
+    presence_timeout_ms: u64,
 }
 
 impl From<JoinResponse> for Guest {
@@ -558,6 +614,7 @@ impl From<JoinResponse> for Guest {
             token: joined.token,
             room_id: joined.room.id,
             cursor: joined.cursor,
+            presence_timeout_ms: joined.presence_timeout_ms,
         }
     }
 }
@@ -599,6 +656,7 @@ async fn send_loop(
             return;
         }
         let start = shared.micros();
+        let _slot = shared.request_slots.acquire().await.ok();
         let id = client_message_id(start, i, n);
         let request = client
             .post(format!("{url}/api/v1/rooms/{}/messages", guest.room_id))
@@ -633,11 +691,15 @@ struct Receiver {
 
 impl Receiver {
     /// Applies one batch; false on a `reset` (the visitor stops: counted).
-    fn batch(&mut self, batch: &PollResponse) -> bool {
+    fn batch(&mut self, batch: &Batch<'_>) -> bool {
         let now = self.shared.micros();
         for event in &batch.events {
-            match event {
-                Event::Message { message } => {
+            match event.kind.as_ref() {
+                "message" => {
+                    let Some(message) = &event.message else {
+                        self.shared.error("event: message without message");
+                        continue;
+                    };
                     let c = &self.shared.counters;
                     if message.seq <= self.last_seq {
                         c.duplicated.fetch_add(1, Ordering::Relaxed);
@@ -656,7 +718,7 @@ impl Receiver {
                         self.shared.record_in_time(|s| &mut s.delivery, micros);
                     }
                 }
-                Event::Reset { .. } => {
+                "reset" => {
                     self.shared.error("reset");
                     return false;
                 }
@@ -665,6 +727,37 @@ impl Receiver {
         }
         true
     }
+}
+
+/// What a visitor reads of a poll answer, an SSE record or a WebSocket
+/// frame: the protocol's `PollResponse` reduced to the fields the counts
+/// need, borrowed from the body. A busy room makes the bench parse tens of
+/// thousands of batches a second on the same cores as the node; skipping
+/// nicknames, bodies and member lists without allocating them keeps the
+/// load generator from becoming the bottleneck it is meant to find.
+#[derive(Debug, Deserialize)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    events: Vec<BatchEvent<'a>>,
+    #[serde(borrow)]
+    cursor: Cow<'a, str>,
+    #[serde(default)]
+    more: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Option<BatchMessage<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchMessage<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    client_message_id: Cow<'a, str>,
 }
 
 async fn poll_loop(
@@ -677,21 +770,45 @@ async fn poll_loop(
 ) {
     let shared = Arc::clone(&receiver.shared);
     let interval = Duration::from_millis(shared.scenario.poll_interval_ms);
+    // Made once: a poll only changes its cursor (which is URL-safe).
+    let events_url = format!("{url}/api/v1/rooms/{}/events?cursor=", guest.room_id);
+    let authorization = format!("Bearer {}", guest.token);
+    let (suffix, timeout) = if wait > 0 {
+        (
+            format!("&wait={wait}"),
+            Duration::from_secs(wait) + REQUEST_TIMEOUT,
+        )
+    } else {
+        (String::new(), REQUEST_TIMEOUT)
+    };
     let mut cursor = guest.cursor.to_string();
+    // Behind nginx's poll cache, as the widget does: a poll that would reach
+    // a node later than half the presence timeout after the last one that
+    // did carries `touch=1` (see docs/protocol.md, `touch`).
+    let presence = Duration::from_millis(guest.presence_timeout_ms);
+    let mut behind_cache = false;
+    let mut touched = Instant::now();
     loop {
         let started = Instant::now();
-        let mut request = client
-            .get(format!("{url}/api/v1/rooms/{}/events", guest.room_id))
-            .query(&[("cursor", cursor.as_str())])
-            .bearer_auth(&guest.token)
-            .header("If-None-Match", format!("\"{cursor}\""));
-        if wait > 0 {
-            request = request
-                .query(&[("wait", wait)])
-                .timeout(Duration::from_secs(wait) + REQUEST_TIMEOUT);
+        let touch = wait == 0 && behind_cache && touched.elapsed() + interval >= presence / 2;
+        let request = client
+            .get(format!(
+                "{events_url}{cursor}{suffix}{}",
+                if touch { "&touch=1" } else { "" }
+            ))
+            .header("Authorization", authorization.as_str())
+            .header("If-None-Match", format!("\"{cursor}\""))
+            .timeout(timeout);
+        // A long-poll holds its connection for its whole wait; only short
+        // polls take a slot (measured from before the wait for it).
+        let slot = if wait == 0 {
+            tokio::select! {
+                slot = shared.request_slots.acquire() => slot.ok(),
+                _ = stop.wait_for(|s| *s) => return,
+            }
         } else {
-            request = request.timeout(REQUEST_TIMEOUT);
-        }
+            None
+        };
         let answer = tokio::select! {
             answer = request.send() => answer,
             _ = stop.wait_for(|s| *s) => return,
@@ -703,26 +820,45 @@ async fn poll_loop(
                 if wait == 0 {
                     let micros = started.elapsed().as_micros() as u64;
                     shared.record(|l| &mut l.poll, micros);
+                    if started >= shared.ramped_up {
+                        shared.record(|l| &mut l.poll_held, micros);
+                    }
                     shared.record_in_time(|s| &mut s.poll, micros);
                 }
                 shared.counters.polls.fetch_add(1, Ordering::Relaxed);
+                match response
+                    .headers()
+                    .get("X-Chatty-Cache")
+                    .map(|v| v.as_bytes())
+                {
+                    None => touched = Instant::now(),
+                    Some(b"MISS" | b"EXPIRED" | b"BYPASS") => {
+                        behind_cache = true;
+                        touched = Instant::now();
+                    }
+                    Some(_) => behind_cache = true,
+                }
                 match status {
                     304 => {}
-                    200 => match response.json::<PollResponse>().await {
-                        Ok(batch) => {
-                            if !receiver.batch(&batch) {
-                                return;
+                    200 => match response.bytes().await {
+                        Ok(body) => match serde_json::from_slice::<Batch<'_>>(&body) {
+                            Ok(batch) => {
+                                if !receiver.batch(&batch) {
+                                    return;
+                                }
+                                cursor = batch.cursor.into_owned();
+                                more = batch.more;
                             }
-                            cursor = batch.cursor.to_string();
-                            more = batch.more;
-                        }
-                        Err(_) => shared.error("poll: body"),
+                            Err(_) => shared.error("poll: body"),
+                        },
+                        Err(e) => shared.error(format!("poll: {}", kind(&e))),
                     },
                     other => shared.error(format!("poll: {other}")),
                 }
             }
             Err(e) => shared.error(format!("poll: {}", kind(&e))),
         }
+        drop(slot);
         if wait == 0 && !more {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
@@ -792,12 +928,12 @@ async fn sse_loop(
                 let record: String = buffer.drain(..end + 2).collect();
                 for line in record.lines() {
                     if let Some(data) = line.strip_prefix("data: ")
-                        && let Ok(batch) = serde_json::from_str::<PollResponse>(data)
+                        && let Ok(batch) = serde_json::from_str::<Batch<'_>>(data)
                     {
                         if !receiver.batch(&batch) {
                             return;
                         }
-                        cursor = batch.cursor.to_string();
+                        cursor = batch.cursor.into_owned();
                     }
                 }
             }
@@ -840,11 +976,11 @@ async fn ws_loop(
             };
             match frame {
                 Some(Ok(Message::Text(text))) => {
-                    if let Ok(batch) = serde_json::from_str::<PollResponse>(text.as_str()) {
+                    if let Ok(batch) = serde_json::from_str::<Batch<'_>>(text.as_str()) {
                         if !receiver.batch(&batch) {
                             return;
                         }
-                        cursor = batch.cursor.to_string();
+                        cursor = batch.cursor.into_owned();
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -918,8 +1054,10 @@ pub fn table(report: &Report) -> String {
     for (name, l) in [
         ("join + sync", &report.join),
         ("poll", &report.poll),
+        ("poll after ramp", &report.poll_held),
         ("send", &report.send),
         ("delivery", &report.delivery),
+        ("client lag", &report.client_lag),
     ] {
         out.push_str(&format!(
             "{name:<16} {:>10} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",

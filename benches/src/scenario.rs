@@ -43,12 +43,18 @@ impl Transport {
 }
 
 /// Shares of visitors per transport (normalised; they need not sum to 1).
+/// Without a `[transports]` table everyone polls; in a table, a transport
+/// not named has no visitors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct TransportMix {
+    #[serde(default)]
     pub poll: f64,
+    #[serde(default)]
     pub long_poll: f64,
+    #[serde(default)]
     pub sse: f64,
+    #[serde(default)]
     pub websocket: f64,
 }
 
@@ -91,6 +97,10 @@ pub struct SenderMix {
     pub share: f64,
     /// Messages per minute per sender (sent at random times, on average).
     pub messages_per_minute: f64,
+    /// At most this many senders, whatever the share: a room of 50,000
+    /// does not have 100 people typing at once, and a capacity search
+    /// should raise the polls, not the room's message rate. None: no cap.
+    pub max_senders: Option<usize>,
 }
 
 impl Default for SenderMix {
@@ -98,6 +108,7 @@ impl Default for SenderMix {
         Self {
             share: 0.01,
             messages_per_minute: 2.0,
+            max_senders: None,
         }
     }
 }
@@ -136,6 +147,15 @@ pub struct Scenario {
     /// Each visitor first downloads `/widget.js`, as a browser would.
     #[serde(default = "default_true")]
     pub download_widget: bool,
+    /// Short requests (widget, join, send, poll) in flight at once over
+    /// all visitors; more wait for a slot, and that wait counts in their
+    /// latency. Visitors share pooled keep-alive connections, as requests
+    /// reach a node through nginx's upstream pool; without a bound, a
+    /// hiccup of the client lets thousands of due polls open thousands of
+    /// new connections at once, and that connect storm (not the node) then
+    /// sets the latency. Long-polls and streams hold their own connection.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_site_key() -> String {
@@ -150,17 +170,37 @@ fn default_poll_interval_ms() -> u64 {
 fn default_source_addresses() -> u8 {
     1
 }
+fn default_max_connections() -> usize {
+    512
+}
+
 fn default_true() -> bool {
     true
 }
 
-/// The golden ratio's fractional part: spreads visitors over rooms,
-/// transports and roles evenly and deterministically (no RNG, so two runs
-/// of a scenario have the same population).
-const SPREAD: f64 = 0.618_033_988_749_895;
+/// Which property of a visitor a spread value decides.
+#[derive(Clone, Copy)]
+enum Trait {
+    Transport = 0,
+    Room = 1,
+    Sender = 2,
+}
 
-fn spread(i: usize, salt: f64) -> f64 {
-    ((i as f64 + 0.5) * SPREAD + salt).fract()
+/// A Kronecker sequence in three dimensions (the powers of 1/φ₃, φ₃ the
+/// "plastic" generalisation of the golden ratio, 1.2207…): spreads
+/// visitors over transports, rooms and roles evenly and deterministically
+/// (no RNG, so two runs of a scenario have the same population), and
+/// independently. One multiplier with three offsets would not be: the
+/// three values would be shifts of each other, and with `hot_share = 0.5`
+/// every sender landed in the long tail, none in the hot room.
+const SPREAD: [f64; 3] = [
+    0.819_172_513_396_164,
+    0.671_043_606_703_789,
+    0.549_700_477_901_970,
+];
+
+fn spread(i: usize, which: Trait) -> f64 {
+    ((i as f64 + 0.5) * SPREAD[which as usize]).fract()
 }
 
 impl Scenario {
@@ -202,6 +242,9 @@ impl Scenario {
         if self.rooms.hot_share < 1.0 && self.rooms.long_tail_rooms == 0 {
             bail!("rooms.hot_share < 1 needs rooms.long_tail_rooms > 0");
         }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
         if self.source_addresses == 0 {
             bail!("source_addresses must be at least 1");
         }
@@ -216,7 +259,7 @@ impl Scenario {
         let t = &self.transports;
         let shares = [t.poll, t.long_poll, t.sse, t.websocket];
         let total: f64 = shares.iter().sum();
-        let x = spread(i, 0.0) * total;
+        let x = spread(i, Trait::Transport) * total;
         let mut cumulative = 0.0;
         for (share, transport) in shares.iter().zip(Transport::ALL) {
             cumulative += share;
@@ -229,7 +272,7 @@ impl Scenario {
 
     /// Visitor `i`'s page (room): `/` for the hot room, `/tail/K` else.
     pub fn page_of(&self, i: usize) -> String {
-        if spread(i, 0.29) < self.rooms.hot_share || self.rooms.long_tail_rooms == 0 {
+        if spread(i, Trait::Room) < self.rooms.hot_share || self.rooms.long_tail_rooms == 0 {
             "/".into()
         } else {
             format!("/tail/{}", i % self.rooms.long_tail_rooms)
@@ -237,7 +280,20 @@ impl Scenario {
     }
 
     pub fn is_sender(&self, i: usize) -> bool {
-        spread(i, 0.71) < self.senders.share
+        let share = match self.senders.max_senders {
+            Some(max) => self
+                .senders
+                .share
+                .min(max as f64 / self.visitors.max(1) as f64),
+            None => self.senders.share,
+        };
+        spread(i, Trait::Sender) < share
+    }
+
+    /// Share of visitors on a transport that holds its own connection.
+    pub fn streaming_share(&self) -> f64 {
+        let t = &self.transports;
+        (t.sse + t.websocket) / (t.poll + t.long_poll + t.sse + t.websocket)
     }
 }
 
@@ -262,6 +318,50 @@ mod tests {
         assert!((480..=520).contains(&ws), "{ws}");
         assert!((280..=320).contains(&hot), "{hot}");
         assert!((90..=110).contains(&senders), "{senders}");
+    }
+
+    #[test]
+    fn max_senders_caps_the_share() {
+        let scenario = Scenario::parse(
+            "name = 't'\nvisitors = 50000\nduration_secs = 10\n\
+             [senders]\nshare = 0.002\nmax_senders = 20\n",
+        )
+        .expect("valid");
+        let senders = (0..50_000).filter(|&i| scenario.is_sender(i)).count();
+        assert!((19..=21).contains(&senders), "{senders}");
+    }
+
+    #[test]
+    fn transports_rooms_and_senders_are_independent() {
+        let scenario = Scenario::parse(
+            "name = 't'\nvisitors = 10000\nduration_secs = 10\n\
+             [transports]\nwebsocket = 1.0\n\
+             [rooms]\nhot_share = 0.5\nlong_tail_rooms = 10\n\
+             [senders]\nshare = 0.1\n",
+        )
+        .expect("valid");
+        // A named transport only: nobody polls.
+        assert!((0..10_000).all(|i| scenario.transport_of(i) == Transport::Websocket));
+        // Senders are spread over the hot room and the tail like everyone.
+        let senders: Vec<usize> = (0..10_000).filter(|&i| scenario.is_sender(i)).collect();
+        let hot = senders
+            .iter()
+            .filter(|&&i| scenario.page_of(i) == "/")
+            .count();
+        assert!(
+            (400..=600).contains(&hot),
+            "{hot} of {} senders in the hot room",
+            senders.len()
+        );
+        let mixed = Scenario::parse(
+            "name = 't'\nvisitors = 10000\nduration_secs = 10\n\
+             [transports]\npoll = 0.5\nwebsocket = 0.5\n[senders]\nshare = 0.1\n",
+        )
+        .expect("valid");
+        let polling_senders = (0..10_000)
+            .filter(|&i| mixed.is_sender(i) && mixed.transport_of(i) == Transport::Poll)
+            .count();
+        assert!((400..=600).contains(&polling_senders), "{polling_senders}");
     }
 
     #[test]

@@ -170,22 +170,44 @@ pub fn summary(server: &ServerSide, report: &crate::run::Report) -> String {
             "bench client: {client_cores:.2} cores busy (this machine has {cores:.0})\n"
         ));
     }
+    // The resource a request waits on most: what gives first as load grows.
+    let busiest = if server.db_ms_per_request > server.cpu_ms_per_request
+        && server.db_ms_per_request >= server.redis_ms_per_request
+    {
+        "MySQL: requests spend more time in the database than on the CPU"
+    } else if server.redis_ms_per_request > server.cpu_ms_per_request {
+        "Redis: requests spend more time in Redis than on the CPU"
+    } else {
+        "CPU: requests spend more time on the CPU than in MySQL or Redis"
+    };
+    let slow = report.poll.p99_ms > 200.0 || report.delivery.p99_ms > delivery_bound_ms(report);
     let verdict = if client + server.cpu_cores > 0.8 * cores && client > 0.3 * cores {
         "this machine: the bench client and the nodes together use most of its cores, \
          so latency and errors here are the machine's, not the nodes' alone \
          (run the client elsewhere, or lower the load)"
+            .to_owned()
     } else if report.lost > 0 || !report.errors.is_empty() {
         "errors or losses first: see the error list; a node refusing (429/503) or timing out is at a limit"
+            .to_owned()
+    } else if !slow {
+        format!(
+            "no bottleneck reached at this load: raise the visitors (the first to watch: {busiest})"
+        )
+    } else if report.client_lag.p99_ms * 2.0 >= report.poll.p99_ms {
+        format!(
+            "the bench client: its own runtime ran {:.0} ms late at p99, so the poll p99 of {:.0} ms \
+             is mostly the load generator's (run it elsewhere, or lower the load)",
+            report.client_lag.p99_ms, report.poll.p99_ms
+        )
     } else if server.cpu_cores > 0.8 * cores {
-        "CPU-bound: the nodes use most of the machine's cores (add nodes, or cores)"
-    } else if server.db_ms_per_request > server.cpu_ms_per_request {
-        "MySQL: requests spend more time in the database than on the CPU"
-    } else if server.redis_ms_per_request > server.cpu_ms_per_request {
-        "Redis: requests spend more time in Redis than on the CPU"
-    } else if report.poll.p99_ms > 200.0 || report.delivery.p99_ms > delivery_bound_ms(report) {
-        "queueing: latency is high while no resource is saturated (the client machine, or connection limits)"
+        "CPU-bound: the nodes use most of the machine's cores (add nodes, or cores)".to_owned()
+    } else if server.db_ms_per_request > server.cpu_ms_per_request
+        || server.redis_ms_per_request > server.cpu_ms_per_request
+    {
+        busiest.to_owned()
     } else {
-        "no bottleneck reached at this load: raise the visitors"
+        "queueing: latency is high while no resource is saturated (the client machine, or connection limits)"
+            .to_owned()
     };
     out.push_str(&format!("where the time went: {verdict}\n"));
     out

@@ -81,6 +81,13 @@ async fn a_tiny_scenario_is_counted_exactly() {
     );
     assert_eq!(report.send.count, report.sent);
     assert_eq!(report.join.count, 24);
+    // Polls after the ramp are a subset of all polls, and there are some.
+    assert!(
+        report.poll_held.count > 0 && report.poll_held.count < report.poll.count,
+        "held {} of {} polls",
+        report.poll_held.count,
+        report.poll.count
+    );
     let server = report.server.expect("server side read from /metrics");
     assert!(server.http_requests > 0.0);
     #[cfg(target_os = "linux")]
