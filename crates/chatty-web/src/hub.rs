@@ -778,6 +778,22 @@ impl Hub {
         self.catch_up_from(room, true).await
     }
 
+    /// For a client whose cursor is ahead of this node's room: first from
+    /// the bus history, then from the store. Another node may have shown
+    /// the client a message it has committed and applied but not yet
+    /// published (the send path applies, then publishes), so the history
+    /// can lag the cursor for a moment; the store cannot. Only when both
+    /// are behind the cursor is it believed to be wrong (`cursor_ahead`).
+    async fn catch_up_ahead(
+        self: &Arc<Self>,
+        room: &Arc<RoomState>,
+        catch_ups: &mut u32,
+    ) -> Result<(), ApiError> {
+        self.catch_up_from(room, *catch_ups == 0).await?;
+        *catch_ups += 1;
+        Ok(())
+    }
+
     /// Like [`Hub::catch_up`]; `use_history: false` reads the store only,
     /// for when the store is known to be ahead of the bus history.
     async fn catch_up_from(
@@ -1110,7 +1126,7 @@ impl Hub {
         if_none_match: Option<&str>,
         now: Instant,
     ) -> Result<PollAnswer, ApiError> {
-        let mut caught_up = false;
+        let mut catch_ups = 0;
         loop {
             match self.plan_poll(
                 room,
@@ -1119,13 +1135,10 @@ impl Hub {
                 &cursor,
                 if_none_match,
                 now,
-                caught_up,
+                catch_ups >= 2,
             ) {
                 PollPlan::Done(answer) => return Ok(answer),
-                PollPlan::CatchUp => {
-                    self.catch_up(room).await?;
-                    caught_up = true;
-                }
+                PollPlan::CatchUp => self.catch_up_ahead(room, &mut catch_ups).await?,
                 PollPlan::Older { presence, snapshot } => {
                     let (body, next) = self
                         .older_batch(room, &cursor, &presence, &snapshot, true)
@@ -1276,7 +1289,8 @@ impl Hub {
     fn position(&self, inner: &RoomInner, cursor: &RoomCursor, caught_up: bool) -> Position {
         if cursor.seq > inner.last_seq {
             // Maybe this node is behind (a message announced elsewhere has
-            // not reached it yet): catch up once, then believe it.
+            // not reached it yet): catch up (`catch_up_ahead`: history,
+            // then store), then believe it.
             return if caught_up {
                 Position::Reset(ResetReason::CursorAhead)
             } else {
@@ -1306,7 +1320,7 @@ impl Hub {
         let mut room = Arc::clone(room);
         let mut cursor = cursor;
         let mut catch_up = VecDeque::new();
-        let mut caught_up = false;
+        let mut catch_ups = 0;
         loop {
             if self.is_draining() {
                 return Err(draining());
@@ -1314,7 +1328,7 @@ impl Hub {
             let plan = {
                 let mut inner = lock(&room);
                 let current = inner.cursor();
-                match self.position(&inner, &cursor, caught_up) {
+                match self.position(&inner, &cursor, catch_ups >= 2) {
                     Position::Ahead => SubscribePlan::CatchUp,
                     Position::Reset(reason) => {
                         catch_up
@@ -1363,10 +1377,7 @@ impl Hub {
                 }
             };
             match plan {
-                SubscribePlan::CatchUp => {
-                    self.catch_up(&room).await?;
-                    caught_up = true;
-                }
+                SubscribePlan::CatchUp => self.catch_up_ahead(&room, &mut catch_ups).await?,
                 SubscribePlan::Reload => room = self.room(room.id).await?,
                 SubscribePlan::Older { presence, snapshot } => {
                     let (body, next) = self

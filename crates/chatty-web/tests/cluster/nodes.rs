@@ -308,6 +308,58 @@ async fn a_message_committed_but_never_announced_is_recovered_by_reconciliation(
     checker.assert_exactly(1);
 }
 
+/// The sending node applies a message, then publishes it: in between, a
+/// client it answered may poll another node with a cursor that node's bus
+/// history does not reach yet. The store has the message: no reset.
+#[tokio::test]
+async fn a_cursor_ahead_of_the_bus_history_is_caught_up_from_the_store_not_reset() {
+    let deployment = crate::helpers::Deployment::new(true).await;
+    let node = spawn_node(Arc::clone(&deployment), |s| {
+        cluster_settings(s);
+        s.chat.reconcile_secs = 3600;
+    })
+    .await;
+    let ann = node.join("Ann").await;
+    // One published message: the room's history exists on the bus.
+    assert_eq!(
+        node.send(&ann, "m-published", "hello").await.status(),
+        StatusCode::CREATED
+    );
+    // Committed but not yet published, as between the two steps of a send.
+    let pending = chatty_storage::NewMessage {
+        room_id: ann.room.id,
+        guest_id: "other".into(),
+        nickname: chatty_protocol::validate::Nickname::parse("Bob").expect("nickname"),
+        body: chatty_protocol::validate::MessageBody::parse("in flight", 2000).expect("body"),
+        client_message_id: chatty_protocol::validate::ClientMessageId::parse("in-flight-1")
+            .expect("id"),
+        created_at: chrono::Utc::now(),
+    };
+    let stored = node
+        .state
+        .store
+        .post_message(pending)
+        .await
+        .expect("stored");
+    let shown_elsewhere = RoomCursor {
+        seq: stored.message.seq,
+        ..ann.cursor
+    };
+    let response = node.poll(&ann, &shown_elsewhere.to_string(), None).await;
+    let status = response.status();
+    if status == StatusCode::OK {
+        let poll: chatty_protocol::api::PollResponse = response.json().await.expect("poll");
+        assert!(
+            !poll.events.iter().any(|e| matches!(e, Event::Reset { .. })),
+            "no reset: {:?}",
+            poll.events
+        );
+        assert_eq!(poll.cursor.seq, stored.message.seq);
+    } else {
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+    }
+}
+
 #[tokio::test]
 async fn the_send_limit_holds_across_nodes() {
     let deployment = crate::helpers::Deployment::new(true).await;
