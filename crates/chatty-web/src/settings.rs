@@ -697,10 +697,10 @@ mod tests {
     fn the_default_keep_alive_outlasts_nginx_upstream_idle_timeout() {
         let nginx = include_str!("../../../nginx/chatty-http.conf");
         let upstream = nginx
-            .split("upstream ")
+            .split("\nupstream chatty {")
             .nth(1)
-            .and_then(|block| block.split('}').next())
-            .expect("an upstream block");
+            .and_then(|block| block.split("\n}").next())
+            .expect("the upstream block");
         let nginx_secs: u64 = upstream
             .lines()
             .find_map(|line| line.trim().strip_prefix("keepalive_timeout "))
