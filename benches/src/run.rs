@@ -727,6 +727,20 @@ impl Receiver {
         }
         true
     }
+
+    /// Applies one pushed batch (an SSE record's data or a WebSocket text
+    /// frame) and moves `cursor` past it; false on a `reset`. A frame that
+    /// is not a batch (none is sent today) is skipped.
+    fn pushed(&mut self, text: &str, cursor: &mut String) -> bool {
+        let Ok(batch) = serde_json::from_str::<Batch<'_>>(text) else {
+            return true;
+        };
+        if !self.batch(&batch) {
+            return false;
+        }
+        *cursor = batch.cursor.into_owned();
+        true
+    }
 }
 
 /// What a visitor reads of a poll answer, an SSE record or a WebSocket
@@ -928,12 +942,9 @@ async fn sse_loop(
                 let record: String = buffer.drain(..end + 2).collect();
                 for line in record.lines() {
                     if let Some(data) = line.strip_prefix("data: ")
-                        && let Ok(batch) = serde_json::from_str::<Batch<'_>>(data)
+                        && !receiver.pushed(data, &mut cursor)
                     {
-                        if !receiver.batch(&batch) {
-                            return;
-                        }
-                        cursor = batch.cursor.into_owned();
+                        return;
                     }
                 }
             }
@@ -976,11 +987,8 @@ async fn ws_loop(
             };
             match frame {
                 Some(Ok(Message::Text(text))) => {
-                    if let Ok(batch) = serde_json::from_str::<Batch<'_>>(text.as_str()) {
-                        if !receiver.batch(&batch) {
-                            return;
-                        }
-                        cursor = batch.cursor.into_owned();
+                    if !receiver.pushed(text.as_str(), &mut cursor) {
+                        return;
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {

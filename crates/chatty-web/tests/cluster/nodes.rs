@@ -283,6 +283,31 @@ async fn joins_on_a_warm_node_and_room_loads_from_the_redis_history_do_not_query
     );
 }
 
+/// Stores a message in the database only, as a send does before it
+/// publishes the message on the bus.
+async fn commit_unannounced(
+    node: &crate::helpers::TestApp,
+    room_id: i64,
+    client_message_id: &str,
+) -> chatty_storage::StoredMessage {
+    let message = chatty_storage::NewMessage {
+        room_id,
+        guest_id: "ghost".into(),
+        nickname: chatty_protocol::validate::Nickname::parse("Ghost").expect("nickname"),
+        body: chatty_protocol::validate::MessageBody::parse("unannounced", 2000).expect("body"),
+        client_message_id: chatty_protocol::validate::ClientMessageId::parse(client_message_id)
+            .expect("id"),
+        created_at: chrono::Utc::now(),
+    };
+    let outcome = node
+        .state
+        .store
+        .post_message(message)
+        .await
+        .expect("stored");
+    outcome.message
+}
+
 #[tokio::test]
 async fn a_message_committed_but_never_announced_is_recovered_by_reconciliation() {
     let deployment = crate::helpers::Deployment::new(true).await;
@@ -293,15 +318,7 @@ async fn a_message_committed_but_never_announced_is_recovered_by_reconciliation(
     .await;
     let ann = node.join("Ann").await;
     // A node died between commit and publish: the message is in MySQL only.
-    let lost = chatty_storage::NewMessage {
-        room_id: ann.room.id,
-        guest_id: "ghost".into(),
-        nickname: chatty_protocol::validate::Nickname::parse("Ghost").expect("nickname"),
-        body: chatty_protocol::validate::MessageBody::parse("unannounced", 2000).expect("body"),
-        client_message_id: chatty_protocol::validate::ClientMessageId::parse("lost-1").expect("id"),
-        created_at: chrono::Utc::now(),
-    };
-    node.state.store.post_message(lost).await.expect("stored");
+    commit_unannounced(&node, ann.room.id, "lost-1").await;
     let mut cursor = ann.cursor;
     let mut checker = SeqChecker::default();
     poll_until(&node, &ann, &mut cursor, &mut checker, 1, 60).await;
@@ -326,23 +343,9 @@ async fn a_cursor_ahead_of_the_bus_history_is_caught_up_from_the_store_not_reset
         StatusCode::CREATED
     );
     // Committed but not yet published, as between the two steps of a send.
-    let pending = chatty_storage::NewMessage {
-        room_id: ann.room.id,
-        guest_id: "other".into(),
-        nickname: chatty_protocol::validate::Nickname::parse("Bob").expect("nickname"),
-        body: chatty_protocol::validate::MessageBody::parse("in flight", 2000).expect("body"),
-        client_message_id: chatty_protocol::validate::ClientMessageId::parse("in-flight-1")
-            .expect("id"),
-        created_at: chrono::Utc::now(),
-    };
-    let stored = node
-        .state
-        .store
-        .post_message(pending)
-        .await
-        .expect("stored");
+    let stored = commit_unannounced(&node, ann.room.id, "in-flight-1").await;
     let shown_elsewhere = RoomCursor {
-        seq: stored.message.seq,
+        seq: stored.seq,
         ..ann.cursor
     };
     let response = node.poll(&ann, &shown_elsewhere.to_string(), None).await;
@@ -354,7 +357,7 @@ async fn a_cursor_ahead_of_the_bus_history_is_caught_up_from_the_store_not_reset
             "no reset: {:?}",
             poll.events
         );
-        assert_eq!(poll.cursor.seq, stored.message.seq);
+        assert_eq!(poll.cursor.seq, stored.seq);
     } else {
         assert_eq!(status, StatusCode::NOT_MODIFIED);
     }
