@@ -325,6 +325,8 @@ start_node() {
       CHATTY__REDIS__KEY_PREFIX="$redis_prefix" \
       CHATTY__AUTH__TOKEN_SECRET="$(token_secret)" \
       CHATTY__PUSH__MAX_CONNECTIONS_PER_IP=100000 \
+      CHATTY__LIMITS__EXEMPT_IPS="${CHATTY__LIMITS__EXEMPT_IPS:-127.0.0.0/8,::1}" \
+      CHATTY__LIMITS__SITE_SENDS_PER_MINUTE="${CHATTY__LIMITS__SITE_SENDS_PER_MINUTE:-0}" \
       CHATTY__LOG__FORMAT=json \
       exec setsid "$bin" </dev/null >>"$log" 2>&1 9>&-
   ) &

@@ -468,7 +468,7 @@ async fn cluster(args: ClusterArgs) -> Result<()> {
                 let response = client
                     .post(format!("{node}/api/v1/rooms/{}/messages", guest.room.id))
                     .bearer_auth(&guest.token)
-                    .json(&serde_json::json!({"client_message_id": id, "body": "bench"}))
+                    .json(&serde_json::json!({"client_message_id": id, "body": format!("bench {id}")}))
                     .send()
                     .await;
                 match response {

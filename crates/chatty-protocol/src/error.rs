@@ -76,6 +76,26 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The node is shutting down: connect to another node.
     Draining,
+    /// The guest (by guest id or IP address) is banned from this site.
+    Banned,
+    /// The site has slow mode on: wait `Retry-After` seconds between messages.
+    SlowMode,
+    /// The same text was just sent: repeated messages are refused (flood).
+    RepeatedMessage,
+    /// The message has more links than the server allows.
+    TooManyLinks,
+    /// The message contains a word the site filters (reject mode).
+    WordFiltered,
+    /// Someone in the room already uses this nickname, or one that looks like it.
+    NicknameTaken,
+    /// The nickname is reserved ("admin", "moderator", …).
+    NicknameReserved,
+    /// Admin API: this token may not do that (another site, or too small a role).
+    Forbidden,
+    /// Admin API: no such message.
+    UnknownMessage,
+    /// Admin API: a field of the request is malformed; the message says which.
+    InvalidRequest,
     /// Something failed inside the server. The cause is logged, never sent.
     InternalError,
 }
@@ -98,13 +118,18 @@ impl ErrorCode {
             | InvalidClientMessageId
             | InvalidPage
             | InvalidCursor
-            | NotWebsocket => 400,
+            | NotWebsocket
+            | TooManyLinks
+            | WordFiltered
+            | NicknameReserved
+            | InvalidRequest => 400,
             MissingToken | InvalidToken | TokenExpired => 401,
-            WrongRoom | OriginNotAllowed | SiteDisabled => 403,
-            NotFound | UnknownSite | UnknownRoom => 404,
+            WrongRoom | OriginNotAllowed | SiteDisabled | Banned | Forbidden => 403,
+            NotFound | UnknownSite | UnknownRoom | UnknownMessage => 404,
+            NicknameTaken => 409,
             MethodNotAllowed => 405,
             PayloadTooLarge => 413,
-            RateLimited | TooManyConnections => 429,
+            RateLimited | TooManyConnections | SlowMode | RepeatedMessage => 429,
             UnsupportedMediaType => 415,
             InternalError => 500,
             StoreUnavailable | BusUnavailable | NodeFull | Draining => 503,
@@ -147,6 +172,16 @@ impl ErrorCode {
             NodeFull => "node_full",
             TooManyConnections => "too_many_connections",
             Draining => "draining",
+            Banned => "banned",
+            SlowMode => "slow_mode",
+            RepeatedMessage => "repeated_message",
+            TooManyLinks => "too_many_links",
+            WordFiltered => "word_filtered",
+            NicknameTaken => "nickname_taken",
+            NicknameReserved => "nickname_reserved",
+            Forbidden => "forbidden",
+            UnknownMessage => "unknown_message",
+            InvalidRequest => "invalid_request",
             InternalError => "internal_error",
         }
     }
@@ -223,6 +258,16 @@ mod tests {
             NodeFull,
             TooManyConnections,
             Draining,
+            Banned,
+            SlowMode,
+            RepeatedMessage,
+            TooManyLinks,
+            WordFiltered,
+            NicknameTaken,
+            NicknameReserved,
+            Forbidden,
+            UnknownMessage,
+            InvalidRequest,
             InternalError,
         ] {
             let json = serde_json::to_string(&code).expect("serialises");

@@ -83,6 +83,13 @@ pub enum Event {
     /// The client cannot continue from its cursor: join again for a fresh
     /// sync. Nothing after this event in the same response applies.
     Reset { reason: ResetReason },
+    /// A moderator deleted message `deleted_seq`: remove it from view. The
+    /// event has a `seq` of its own (the room's sequence counts it), so a
+    /// client's cursor moves past it like past a message.
+    Delete { seq: u64, deleted_seq: u64 },
+    /// A moderator cleared the room: remove every message with a seq below
+    /// this event's `seq`.
+    Clear { seq: u64 },
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod api;
 pub mod cursor;
 pub mod error;
 pub mod event;
+pub mod moderation;
 pub mod validate;
 
 pub use cursor::{CursorError, RoomCursor};

@@ -30,6 +30,9 @@ pub enum BusEvent {
     Message { message: StoredMessage },
     /// Someone joined or left a room.
     Presence { change: PresenceChange },
+    /// A site's settings (origins, disabled, slow mode, word filter) changed:
+    /// every node forgets its cached copy.
+    SiteChanged { site_id: i64 },
     /// Events may have been lost (the subscription was re-established or the
     /// receiver lagged): re-check every room. Never published, only emitted
     /// locally.
@@ -46,6 +49,8 @@ pub trait EventBus: Send + Sync + std::fmt::Debug + 'static {
     /// Publishes a committed message to every node, this one included (and,
     /// where the bus keeps history, appends it there first).
     async fn publish_message(&self, message: &StoredMessage) -> Result<(), StoreError>;
+    /// Tells every node (this one included) that a site changed.
+    async fn publish_site_changed(&self, site_id: i64) -> Result<(), StoreError>;
     /// Subscribes this node.
     fn subscribe(&self) -> BusReceiver;
     /// Is the node's subscription up? Sends are refused while it is not.
@@ -115,6 +120,11 @@ impl EventBus for InProcessBus {
         self.send(BusEvent::Message {
             message: message.clone(),
         });
+        Ok(())
+    }
+
+    async fn publish_site_changed(&self, site_id: i64) -> Result<(), StoreError> {
+        self.send(BusEvent::SiteChanged { site_id });
         Ok(())
     }
 

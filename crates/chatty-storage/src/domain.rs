@@ -3,7 +3,8 @@
 //! Validated values arrive as chatty-protocol newtypes ([`Nickname`],
 //! [`MessageBody`], …), so storage never stores unchecked input.
 
-use chatty_protocol::MessageView;
+use chatty_protocol::moderation::WordFilter;
+use chatty_protocol::{Event, MessageView};
 use chatty_protocol::validate::{ClientMessageId, MessageBody, Nickname, PagePath};
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -17,6 +18,11 @@ pub struct Site {
     /// Origins (`scheme://host[:port]`) allowed to use the widget; `*` allows any.
     pub allowed_origins: Vec<String>,
     pub disabled: bool,
+    /// Seconds a guest waits between two messages (0: off).
+    pub slow_mode_secs: u32,
+    /// Words the site filters (empty: none).
+    pub word_filter: WordFilter,
+    pub created_at: DateTime<Utc>,
 }
 
 impl Site {
@@ -57,6 +63,32 @@ pub struct NewMessage {
     pub body: MessageBody,
     pub client_message_id: ClientMessageId,
     pub created_at: DateTime<Utc>,
+    /// Salted hash of the sender's IP address (see the web node's `privacy`).
+    pub ip_hash: String,
+}
+
+/// What a row of a room's sequence is. Moderation events take a seq of
+/// their own, so they travel every path a message does (bus, history,
+/// window, every transport) in order and exactly once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A chat message.
+    #[default]
+    Chat,
+    /// A chat message a moderator deleted: kept (its seq must not leave a
+    /// hole) with its body emptied, and shown to nobody.
+    Removed,
+    /// The event that deleted message `target`.
+    Delete { target: u64 },
+    /// The event that cleared every message before it.
+    Clear,
+}
+
+impl MessageKind {
+    pub fn is_chat(&self) -> bool {
+        *self == MessageKind::Chat
+    }
 }
 
 /// A stored message with its per-room sequence number. Serialisable: it
@@ -70,9 +102,39 @@ pub struct StoredMessage {
     pub body: String,
     pub client_message_id: String,
     pub created_at: DateTime<Utc>,
+    /// Absent on the wire for chat messages (and in history written before
+    /// moderation existed).
+    #[serde(default, skip_serializing_if = "MessageKind::is_chat")]
+    pub kind: MessageKind,
 }
 
 impl StoredMessage {
+    /// The event clients get for this row; `None` for a removed message.
+    pub fn event(&self) -> Option<Event> {
+        match self.kind {
+            MessageKind::Chat => Some(Event::Message {
+                message: self.to_view(),
+            }),
+            MessageKind::Removed => None,
+            MessageKind::Delete { target } => Some(Event::Delete {
+                seq: self.seq,
+                deleted_seq: target,
+            }),
+            MessageKind::Clear => Some(Event::Clear { seq: self.seq }),
+        }
+    }
+
+    /// This row as seen after a later moderation event: a chat message the
+    /// event removes becomes [`MessageKind::Removed`] with an empty body.
+    pub fn removed_by(&self, event: MessageKind) -> bool {
+        self.kind.is_chat()
+            && match event {
+                MessageKind::Delete { target } => target == self.seq,
+                MessageKind::Clear => true,
+                _ => false,
+            }
+    }
+
     /// The message as clients see it.
     pub fn to_view(&self) -> MessageView {
         MessageView {

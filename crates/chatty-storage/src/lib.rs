@@ -16,21 +16,29 @@
 //! Layout: `domain` (the types the traits speak), `entity` (sea-orm models,
 //! private), `migration` (schema, run at start), `sql` (the store), `bus`.
 
+pub mod admin;
 pub mod bus;
 pub mod domain;
 mod entity;
 pub mod error;
+pub mod guard;
 pub mod migration;
 pub mod observe;
 pub mod presence;
 pub mod rate;
 pub mod redis;
 pub mod sql;
+mod sql_admin;
 mod store;
 
+pub use admin::{
+    AdminStore, AuditEntry, Ban, ModeratedMessage, Moderation, NewAuditEntry, NewBan, SiteToken,
+    SiteUpdate, TokenRole,
+};
 pub use bus::{BusEvent, EventBus, InProcessBus};
-pub use domain::{NewMessage, NewSite, PostOutcome, Room, Site, StoredMessage};
+pub use domain::{MessageKind, NewMessage, NewSite, PostOutcome, Room, Site, StoredMessage};
 pub use error::StoreError;
+pub use guard::{Admission, Bucket, Guard, InMemoryGuard, JoinCheck, RedisGuard, SendCheck};
 pub use observe::{LatencyObserver, PoolStatus};
 pub use presence::{
     InMemoryPresence, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches,

@@ -38,7 +38,9 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
-use crate::domain::{NewMessage, NewSite, PostOutcome, Room, Site, StoredMessage, room_scope_key};
+use crate::domain::{
+    MessageKind, NewMessage, NewSite, PostOutcome, Room, Site, StoredMessage, room_scope_key,
+};
 use crate::entity::{message, room, site};
 use crate::error::StoreError;
 use crate::migration::Migrator;
@@ -79,7 +81,7 @@ impl QueryStats {
 /// The sea-orm store.
 #[derive(Clone)]
 pub struct SqlStore {
-    db: DatabaseConnection,
+    pub(crate) db: DatabaseConnection,
     stats: Arc<QueryStats>,
     query_timeout: Duration,
     /// SQLite only: serialises writers (see the module documentation).
@@ -168,7 +170,7 @@ impl SqlStore {
     }
 
     /// Runs `op` within the query timeout.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -179,7 +181,7 @@ impl SqlStore {
             })?
     }
 
-    async fn write_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.sqlite_writer {
             Some(lock) => Some(lock.lock().await),
             None => None,
@@ -234,6 +236,9 @@ impl SqlStore {
             body: Set(new.body.as_str().to_owned()),
             client_message_id: Set(new.client_message_id.as_str().to_owned()),
             created_at_ms: Set(created_at_ms),
+            kind: Set(KIND_CHAT.to_owned()),
+            target_seq: Set(None),
+            ip_hash: Set(new.ip_hash.clone()),
             ..Default::default()
         })
         .exec(&txn)
@@ -251,6 +256,9 @@ impl SqlStore {
                         body: new.body.into_inner(),
                         client_message_id: new.client_message_id.as_str().to_owned(),
                         created_at_ms,
+                        kind: KIND_CHAT.to_owned(),
+                        target_seq: None,
+                        ip_hash: new.ip_hash,
                     })?,
                     created: true,
                 })
@@ -315,15 +323,15 @@ fn sqlite_file(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
-fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Other(format!("negative {what}: {value}")))
 }
 
-fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn stored(m: message::Model) -> Result<StoredMessage, StoreError> {
+pub(crate) fn stored(m: message::Model) -> Result<StoredMessage, StoreError> {
     Ok(StoredMessage {
         room_id: m.room_id,
         seq: to_u64(m.seq, "seq")?,
@@ -331,24 +339,52 @@ fn stored(m: message::Model) -> Result<StoredMessage, StoreError> {
         nickname: m.nickname,
         body: m.body,
         client_message_id: m.client_message_id,
-        created_at: Utc
-            .timestamp_millis_opt(m.created_at_ms)
-            .single()
-            .ok_or_else(|| StoreError::Other(format!("bad timestamp {}", m.created_at_ms)))?,
+        created_at: timestamp(m.created_at_ms)?,
+        kind: match (m.kind.as_str(), m.target_seq) {
+            (KIND_REMOVED, _) => MessageKind::Removed,
+            (KIND_DELETE, Some(target)) => MessageKind::Delete {
+                target: to_u64(target, "target_seq")?,
+            },
+            (KIND_CLEAR, _) => MessageKind::Clear,
+            _ => MessageKind::Chat,
+        },
     })
 }
 
-fn site_from(m: site::Model) -> Site {
+/// `messages.kind` values.
+pub(crate) const KIND_CHAT: &str = "chat";
+pub(crate) const KIND_REMOVED: &str = "removed";
+pub(crate) const KIND_DELETE: &str = "delete";
+pub(crate) const KIND_CLEAR: &str = "clear";
+
+/// Milliseconds since the epoch as a UTC time.
+pub(crate) fn timestamp(ms: i64) -> Result<chrono::DateTime<Utc>, StoreError> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Other(format!("bad timestamp {ms}")))
+}
+
+pub(crate) fn site_from(m: site::Model) -> Site {
     Site {
         id: m.id,
         key: m.site_key,
         allowed_origins: serde_json::from_str(&m.allowed_origins).unwrap_or_default(),
         name: m.name,
         disabled: m.disabled,
+        slow_mode_secs: u32::try_from(m.slow_mode_secs).unwrap_or(0),
+        word_filter: m
+            .word_filter
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default(),
+        created_at: Utc
+            .timestamp_millis_opt(m.created_at_ms)
+            .single()
+            .unwrap_or_default(),
     }
 }
 
-fn room_from(m: room::Model) -> Result<Room, StoreError> {
+pub(crate) fn room_from(m: room::Model) -> Result<Room, StoreError> {
     Ok(Room {
         id: m.id,
         site_id: m.site_id,
@@ -373,6 +409,8 @@ impl Store for SqlStore {
                 allowed_origins: Set(origins),
                 disabled: Set(false),
                 created_at_ms: Set(Utc::now().timestamp_millis()),
+                slow_mode_secs: Set(0),
+                word_filter: Set(None),
                 ..Default::default()
             }
             .insert(&self.db)

@@ -48,6 +48,7 @@ fn new_message(room_id: i64, client_id: &str, body: &str) -> NewMessage {
         body: MessageBody::parse(body, 2000).expect("body"),
         client_message_id: ClientMessageId::parse(client_id).expect("client id"),
         created_at: chrono::Utc::now(),
+        ip_hash: "0123456789abcdef0123456789abcdef".into(),
     }
 }
 

@@ -67,14 +67,15 @@
 
   // ------------------------------------------------------------ languages
 
-  // The widget's own words. Server error messages (a refused nickname...) are
-  // shown as the server wrote them, in English.
-  const KEYS = 'chat here nick join ph send min open conn reconn online offline notconn notsent unreach pick nojoin you emoji people msgs unread msg'.split(' ');
+  // The widget's own words, and those for the refusals in CODES. Other server
+  // error messages are shown as the server wrote them, in English.
+  const CODES = 'banned slow_mode repeated_message rate_limited too_many_links word_filtered nickname_taken nickname_reserved origin_not_allowed'.split(' ');
+  const KEYS = 'chat here nick join ph send min open conn reconn online offline notconn notsent unreach pick nojoin you emoji people msgs unread msg wait'.split(' ').concat(CODES);
   const LANGS = {
-    en: 'Chat|{n} here|Your nickname|Join chat|Write a message\u2026|Send|Minimise chat|Open chat|connecting\u2026|reconnecting\u2026|online|offline|Not connected.|Message not sent.|Could not reach the chat server. Try again.|Please choose a nickname.|Could not join the chat.|(you)|Emoji|People here|Messages|{n} unread|Message',
-    de: 'Chat|{n} hier|Dein Spitzname|Chat beitreten|Nachricht schreiben\u2026|Senden|Chat minimieren|Chat \u00f6ffnen|verbinde\u2026|verbinde neu\u2026|online|offline|Nicht verbunden.|Nachricht nicht gesendet.|Chat-Server nicht erreichbar. Bitte erneut versuchen.|Bitte w\u00e4hle einen Spitznamen.|Beitritt nicht m\u00f6glich.|(du)|Emoji|Anwesende|Nachrichten|{n} ungelesen|Nachricht',
-    fr: 'Chat|{n} ici|Votre pseudo|Rejoindre le chat|\u00c9crire un message\u2026|Envoyer|R\u00e9duire le chat|Ouvrir le chat|connexion\u2026|reconnexion\u2026|en ligne|hors ligne|Non connect\u00e9.|Message non envoy\u00e9.|Serveur de chat injoignable. R\u00e9essayez.|Choisissez un pseudo.|Impossible de rejoindre le chat.|(vous)|\u00c9moji|Personnes pr\u00e9sentes|Messages|{n} non lus|Message',
-    es: 'Chat|{n} aqu\u00ed|Tu apodo|Unirse al chat|Escribe un mensaje\u2026|Enviar|Minimizar chat|Abrir chat|conectando\u2026|reconectando\u2026|en l\u00ednea|sin conexi\u00f3n|No conectado.|Mensaje no enviado.|No se pudo contactar con el servidor. Int\u00e9ntalo de nuevo.|Elige un apodo.|No se pudo unir al chat.|(t\u00fa)|Emoji|Personas aqu\u00ed|Mensajes|{n} sin leer|Mensaje',
+    en: 'Chat|{n} here|Your nickname|Join chat|Write a message\u2026|Send|Minimise chat|Open chat|connecting\u2026|reconnecting\u2026|online|offline|Not connected.|Message not sent.|Could not reach the chat server. Try again.|Please choose a nickname.|Could not join the chat.|(you)|Emoji|People here|Messages|{n} unread|Message|Wait {n} s.|You are banned from this chat.|Slow mode is on.|You already sent this message.|Too many attempts.|Too many links.|The message contains a blocked word.|This nickname is taken.|This nickname is reserved.|Chat is not enabled on this site.',
+    de: 'Chat|{n} hier|Dein Spitzname|Chat beitreten|Nachricht schreiben\u2026|Senden|Chat minimieren|Chat \u00f6ffnen|verbinde\u2026|verbinde neu\u2026|online|offline|Nicht verbunden.|Nachricht nicht gesendet.|Chat-Server nicht erreichbar. Bitte erneut versuchen.|Bitte w\u00e4hle einen Spitznamen.|Beitritt nicht m\u00f6glich.|(du)|Emoji|Anwesende|Nachrichten|{n} ungelesen|Nachricht|Bitte {n} s warten.|Du bist aus diesem Chat gesperrt.|Langsamer Modus ist an.|Diese Nachricht hast du schon gesendet.|Zu viele Versuche.|Zu viele Links.|Die Nachricht enth\u00e4lt ein gesperrtes Wort.|Dieser Spitzname ist vergeben.|Dieser Spitzname ist reserviert.|Der Chat ist auf dieser Seite nicht freigegeben.',
+    fr: 'Chat|{n} ici|Votre pseudo|Rejoindre le chat|\u00c9crire un message\u2026|Envoyer|R\u00e9duire le chat|Ouvrir le chat|connexion\u2026|reconnexion\u2026|en ligne|hors ligne|Non connect\u00e9.|Message non envoy\u00e9.|Serveur de chat injoignable. R\u00e9essayez.|Choisissez un pseudo.|Impossible de rejoindre le chat.|(vous)|\u00c9moji|Personnes pr\u00e9sentes|Messages|{n} non lus|Message|Patientez {n} s.|Votre acc\u00e8s \u00e0 ce chat est bloqu\u00e9.|Le mode lent est activ\u00e9.|Vous avez d\u00e9j\u00e0 envoy\u00e9 ce message.|Trop de tentatives.|Trop de liens.|Le message contient un mot interdit.|Ce pseudo est d\u00e9j\u00e0 pris.|Ce pseudo est r\u00e9serv\u00e9.|Le chat n\u2019est pas activ\u00e9 sur ce site.',
+    es: 'Chat|{n} aqu\u00ed|Tu apodo|Unirse al chat|Escribe un mensaje\u2026|Enviar|Minimizar chat|Abrir chat|conectando\u2026|reconectando\u2026|en l\u00ednea|sin conexi\u00f3n|No conectado.|Mensaje no enviado.|No se pudo contactar con el servidor. Int\u00e9ntalo de nuevo.|Elige un apodo.|No se pudo unir al chat.|(t\u00fa)|Emoji|Personas aqu\u00ed|Mensajes|{n} sin leer|Mensaje|Espera {n} s.|Tu acceso a este chat est\u00e1 bloqueado.|El modo lento est\u00e1 activado.|Ya enviaste este mensaje.|Demasiados intentos.|Demasiados enlaces.|El mensaje contiene una palabra bloqueada.|Ese apodo ya est\u00e1 en uso.|Ese apodo est\u00e1 reservado.|El chat no est\u00e1 habilitado en este sitio.',
   };
   // data-lang, else the page's lang, else the browser's; English otherwise.
   const lang = [script.getAttribute('data-lang'), D.documentElement.lang, W.navigator && W.navigator.language]
@@ -94,7 +95,8 @@
   const MAX_SHOWN = 500;            // bound DOM growth in long sessions
   const EMOJI = '\u{1F600} \u{1F602} \u{1F60A} \u{1F60D} \u{1F914} \u{1F62E} \u{1F622} \u{1F44D} \u{1F44E} \u{1F44F} \u{1F64F} \u{1F389} \u2764\uFE0F \u{1F525} \u2705 \u{1F44B}'.split(' ');
   // Close reasons / error codes after which only a fresh join helps.
-  const REJOIN = ['invalid_token', 'token_expired', 'missing_token', 'wrong_room', 'invalid_cursor', 'unknown_room', 'reset', 'malformed_json'];
+  // (banned, origin_not_allowed: that join is refused and stops us.)
+  const REJOIN = ['invalid_token', 'token_expired', 'missing_token', 'wrong_room', 'invalid_cursor', 'unknown_room', 'reset', 'malformed_json', 'banned', 'origin_not_allowed'];
   const storedOpen = storeGet(OPEN_KEY);
 
   // All mutable state. The token lives here only (never in host storage).
@@ -113,8 +115,10 @@
     presenceMs: 6000, touchedAt: 0, behindCache: false, // see pollOnce
     stalls: 0,        // open streams that did not bring our message back
     climb: 0,         // timer: try the top rung again after a while below it
-    active: false, sending: false, focusAfterJoin: false,
-    open: storedOpen ? storedOpen === '1' : attr('open', ['true', 'false'], 'true') === 'true', unread: 0,
+    active: false, sending: false, focusAfterJoin: false, draft: null, draftId: '',
+    // unr: the seqs counted in unread (a deleted one is taken off again).
+    open: storedOpen ? storedOpen === '1' : attr('open', ['true', 'false'], 'true') === 'true', unread: 0, unr: new Set(),
+    // shown: seq -> its <li>, or null once a moderator deleted it.
     members: new Map(), count: 0, shown: new Map(), floor: 0,
   };
   const seqOf = new WeakMap(); // message <li> -> seq, to keep the list ordered
@@ -131,6 +135,10 @@
     const m = r && r.data && r.data.error && r.data.error.message;
     return typeof m === 'string' && m ? m : fallback;
   };
+  // A refusal in CODES in the visitor's language (with Retry-After's wait),
+  // else the server's message.
+  const why = (r, fallback) => (CODES.includes(errCode(r))
+    ? t(errCode(r)) + (r.retryAfter ? ' ' + t('wait', r.retryAfter) : '') : errMsg(r, fallback));
 
   function storeGet(k) { try { return _storage ? _storage.getItem(k) : null; } catch (_) { return null; } }
   function storeSet(k, v) { try { if (_storage) _storage.setItem(k, v); } catch (_) { /* quota, blocked */ } }
@@ -371,6 +379,7 @@ textarea,input{font-size:16px}
     ui.tg.setAttribute('aria-label', open ? t('min') : t('open'));
     if (open) {
       S.unread = 0;
+      S.unr.clear();
       scrollToBottom();
       // Only move focus when the visitor asked for it, never on page load.
       if (byUser) (ui.chat.hidden ? ui.nick : ui.input).focus();
@@ -421,7 +430,7 @@ textarea,input{font-size:16px}
   function addMessage(m, live) {
     if (!m || typeof m.seq !== 'number' || S.shown.has(m.seq) || m.seq <= S.floor) return false;
     const own = m.guest_id === S.guestId;
-    const li = el('li', own ? 'msg own' : 'msg');
+    const li = el('li', own ? 'msg own' : 'msg', null, { 'data-seq': m.seq });
     const meta = el('div', 'meta');
     const time = el('time', null, fmtTime(m.created_at), { datetime: String(m.created_at || '') });
     meta.append(el('bdi', 'nick', String(m.nickname || '')), time);
@@ -436,15 +445,24 @@ textarea,input{font-size:16px}
     seqOf.set(li, m.seq);
     S.shown.set(m.seq, li);
 
-    while (S.shown.size > MAX_SHOWN) {
+    while (ui.msgs.childElementCount > MAX_SHOWN) {
       const first = ui.msgs.firstElementChild;
       S.floor = Math.max(S.floor, seqOf.get(first));
       S.shown.delete(seqOf.get(first));
       first.remove();
     }
     if (stick || own) scrollToBottom();
-    if (live && !own && !S.open) { S.unread++; renderBadge(); }
+    if (live && !own && !S.open) { S.unread++; S.unr.add(m.seq); renderBadge(); }
     return true;
+  }
+
+  // A moderator deleted a message: off the list and the unread count. It
+  // stays known (null), so a late copy (our send's answer) is not drawn.
+  function drop(seq) {
+    const li = S.shown.get(seq);
+    if (li) li.remove();
+    S.shown.set(seq, null);
+    if (S.unr.delete(seq)) S.unread--;
   }
 
   function clearRoom() {
@@ -495,14 +513,16 @@ textarea,input{font-size:16px}
         return true;
       }
       if (!transient(r)) {
-        // Refused (bad nickname, unknown site, origin not allowed...): let the
-        // visitor read why and try again.
+        // Refused (nickname taken, banned, origin not allowed...): stop, and
+        // let the visitor read why and try again (another name).
         S.active = false;
         setStatus('');
-        showNickForm(errMsg(r, t('nojoin')));
+        showNickForm(why(r, t('nojoin')));
+        if (S.focusAfterJoin && S.open) ui.nick.focus();
         return false;
       }
-      await sleep(backoff(n));
+      if (errCode(r) === 'rate_limited') ui.nfErr.textContent = why(r);
+      await sleep(Math.max(backoff(n), r ? r.retryAfter * 1000 : 0));
       if (gen !== S.session) return false;
     }
   }
@@ -862,6 +882,17 @@ textarea,input{font-size:16px}
           S.count = Number(ev.count) || S.members.size;
           membersChanged = true;
           break;
+        case 'delete':
+          drop(ev.deleted_seq);
+          renderBadge();
+          break;
+        case 'clear': { // every message before it
+          const c = Number(ev.seq) || 0;
+          S.floor = Math.max(S.floor, c);
+          for (const s of [...S.shown.keys(), ...S.unr]) if (s < c) { drop(s); S.shown.delete(s); }
+          renderBadge();
+          break;
+        }
         case 'reset':
           return false;
         default: // unknown event types from a newer server are skipped
@@ -902,7 +933,10 @@ textarea,input{font-size:16px}
     ui.send.disabled = true;
     ui.sfErr.textContent = '';
     showEmoji(false);
-    const body = { client_message_id: newId(), body: text };
+    // The same text sent again (after a refusal, or an answer that never
+    // came) keeps its id: if it was stored after all, it is not stored twice.
+    if (S.draft !== text) { S.draft = text; S.draftId = newId(); }
+    const body = { client_message_id: S.draftId, body: text };
     try {
       for (let attempt = 0; ; attempt++) {
         if (S.joining) await S.joining;
@@ -915,16 +949,18 @@ textarea,input{font-size:16px}
           addMessage(r.data.message, false);
           watchDelivery(r.data.message.seq);
           ui.input.value = '';
+          S.draft = null;
           return;
         }
         const auth = r && (r.status === 401 || errCode(r) === 'wrong_room' || errCode(r) === 'unknown_room');
-        if (attempt < 3 && (auth || transient(r))) {
+        // A refusal in CODES is not retried: the text stays, with the reason.
+        if (attempt < 3 && (auth || (transient(r) && !CODES.includes(errCode(r))))) {
           // A join that lost to a newer one (S.joining) is not a failure.
           if (auth) { if (!(await join()) && !S.joining) { ui.sfErr.textContent = t('notconn'); return; } }
           else await sleep(r && r.retryAfter ? r.retryAfter * 1000 : 500 + backoff(attempt));
           continue;
         }
-        ui.sfErr.textContent = r ? errMsg(r, t('notsent')) : t('unreach');
+        ui.sfErr.textContent = r ? why(r, t('notsent')) : t('unreach');
         return;
       }
     } finally {

@@ -1,8 +1,9 @@
 //! [`Directory`]: site and room lookups for joins, cached briefly in memory
 //! so a crowd arriving at one page does not query the database per visitor.
 //!
-//! Entries live for [`CACHE_TTL`]: a site disabled or re-configured takes
-//! effect within that time on every node.
+//! A site changed through the admin API or `chatty site` is announced on
+//! the bus (`SiteChanged`) and every node drops its copy at once; entries
+//! also live at most [`CACHE_TTL`], the bound when an announcement is lost.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -37,6 +38,12 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         let entries = self.entries.lock().ok()?;
         let (value, at) = entries.get(key)?;
         (at.elapsed() < CACHE_TTL).then(|| value.clone())
+    }
+
+    fn remove_where(&self, doomed: impl Fn(&V) -> bool) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, (value, _)| !doomed(value));
+        }
     }
 
     fn put(&self, key: K, value: V) {
@@ -99,6 +106,12 @@ impl Directory {
             }
         };
         enabled(site)
+    }
+
+    /// Forgets the cached copies of a site (it changed).
+    pub fn invalidate_site(&self, site_id: i64) {
+        self.sites.remove_where(|site| site.id == site_id);
+        self.sites_by_id.remove_where(|site| site.id == site_id);
     }
 
     /// A room by id (its site never changes; `last_seq` in it is stale).

@@ -18,9 +18,13 @@ pub enum ApiError {
     /// The client's fault (or a condition it can act on): a 4xx.
     #[error("{code}: {message}")]
     Client { code: ErrorCode, message: String },
-    /// Too many requests: answered 429 with `Retry-After`.
-    #[error("rate limited for {retry_after:?}")]
-    RateLimited { retry_after: std::time::Duration },
+    /// Not now (a rate limit, slow mode): answered with `Retry-After`.
+    #[error("{code}: wait {retry_after:?}")]
+    Wait {
+        code: ErrorCode,
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -30,6 +34,19 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A refusal the client may retry after `retry_after` (429 + `Retry-After`).
+    pub fn wait(
+        code: ErrorCode,
+        message: impl Into<String>,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        ApiError::Wait {
+            code,
+            message: message.into(),
+            retry_after,
+        }
+    }
+
     pub fn client(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Client {
             code,
@@ -41,7 +58,7 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::Client { code, .. } => *code,
-            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::Wait { code, .. } => *code,
             ApiError::Store(StoreError::Unavailable(_)) => ErrorCode::StoreUnavailable,
             ApiError::Store(StoreError::BusUnavailable(_)) => ErrorCode::BusUnavailable,
             ApiError::Store(_) | ApiError::Internal(_) => ErrorCode::InternalError,
@@ -51,9 +68,11 @@ impl ApiError {
     fn public_message(&self) -> String {
         match self {
             ApiError::Client { message, .. } => message.clone(),
-            ApiError::RateLimited { retry_after } => {
-                format!("Too many messages; wait {} s before sending again.", retry_after_secs(*retry_after))
-            }
+            ApiError::Wait {
+                message,
+                retry_after,
+                ..
+            } => format!("{message} Wait {} s.", retry_after_secs(*retry_after)),
             ApiError::Store(StoreError::Unavailable(_)) => {
                 "The chat store did not answer in time. Retry shortly; a send retried with the same client_message_id is never stored twice."
                     .into()
@@ -100,7 +119,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ApiError::Client { .. } | ApiError::RateLimited { .. } => {}
+            ApiError::Client { .. } | ApiError::Wait { .. } => {}
             ApiError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable")
             }
@@ -110,7 +129,7 @@ impl ResponseError for ApiError {
             other => tracing::error!(error = %other, "request failed"),
         }
         let mut response = error_response(self.code(), &self.public_message());
-        if let ApiError::RateLimited { retry_after } = self
+        if let ApiError::Wait { retry_after, .. } = self
             && let Ok(value) = actix_web::http::header::HeaderValue::from_str(
                 &retry_after_secs(*retry_after).to_string(),
             )

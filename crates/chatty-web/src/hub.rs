@@ -55,9 +55,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 use chatty_protocol::event::{Event, LeaveReason, Member, MessageView, ResetReason};
+use chatty_protocol::moderation::nickname_key;
 use chatty_protocol::{ErrorCode, RoomCursor};
 use chatty_storage::{
-    EventBus, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches, Store,
+    EventBus, MessageKind, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches, Store,
     StoredMessage,
 };
 
@@ -82,13 +83,34 @@ pub struct HubSettings {
     pub resume_max_messages: u64,
     /// Most members listed in a join answer or a `members` event.
     pub member_list_max: usize,
+    /// Messages older than this are not shown on join (the retention job
+    /// deletes them from the store; the window may hold them a while longer).
+    pub retention: Option<Duration>,
 }
 
-/// A message in the window, with its event JSON serialised once.
+/// A row of the room's sequence in the window, with its event JSON
+/// serialised once.
 #[derive(Debug)]
 struct WindowMessage {
-    view: MessageView,
+    seq: u64,
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// The chat message, for join answers; `None` for a removed message and
+    /// for moderation events.
+    view: Option<MessageView>,
+    /// The event clients get; empty for a removed message (nobody gets it).
     event_json: Box<str>,
+}
+
+impl WindowMessage {
+    /// What a removed message leaves in the window: its seq, nothing to show.
+    fn removed(seq: u64) -> Arc<Self> {
+        Arc::new(Self {
+            seq,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            view: None,
+            event_json: Box::from(""),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -105,6 +127,10 @@ struct RoomInner {
     presence_version: u64,
     /// guest id → nickname
     members: HashMap<String, String>,
+    /// Look-alike key of each member's nickname (see
+    /// [`chatty_protocol::moderation::nickname_key`]) → the guests using it,
+    /// so a join can refuse an impersonation without scanning the room.
+    nickname_keys: HashMap<String, Vec<String>>,
     /// Join/leave events by the presence version they produced.
     presence_log: VecDeque<(u64, Arc<str>)>,
     /// Presence changes that arrived ahead of a hole (same epoch).
@@ -295,6 +321,7 @@ impl RoomInner {
             epoch: 0,
             presence_version: 0,
             members: HashMap::new(),
+            nickname_keys: HashMap::new(),
             presence_log: VecDeque::new(),
             presence_pending: BTreeMap::new(),
             presence_stale: true,
@@ -381,19 +408,47 @@ impl RoomInner {
     fn window_start(&self) -> u64 {
         self.window
             .front()
-            .map_or(self.last_seq + 1, |m| m.view.seq)
+            .map_or(self.last_seq + 1, |m| m.seq)
     }
 
     fn push_window(&mut self, message: &StoredMessage, capacity: usize) {
-        let view = message.to_view();
-        let event_json = serde_json::to_string(&Event::Message {
-            message: view.clone(),
-        })
-        .unwrap_or_default()
-        .into_boxed_str();
+        let view = message.kind.is_chat().then(|| message.to_view());
+        let event_json = message
+            .event()
+            .and_then(|event| serde_json::to_string(&event).ok())
+            .unwrap_or_default()
+            .into_boxed_str();
+        // A moderation event takes what it removes out of the window first,
+        // so no poll or join after this point can hand it out again.
+        match message.kind {
+            MessageKind::Delete { target } => {
+                if let Some(slot) = self.window.iter_mut().find(|m| m.seq == target) {
+                    *slot = WindowMessage::removed(target);
+                }
+            }
+            MessageKind::Clear => {
+                for slot in self.window.iter_mut() {
+                    if slot.view.is_some() {
+                        *slot = WindowMessage::removed(slot.seq);
+                    }
+                }
+            }
+            MessageKind::Chat | MessageKind::Removed => {}
+        }
         self.last_seq = message.seq;
-        let message = Arc::new(WindowMessage { view, event_json });
-        self.announce(&message.event_json, 1);
+        let message = Arc::new(WindowMessage {
+            seq: message.seq,
+            created_at: message.created_at,
+            view,
+            event_json,
+        });
+        if message.event_json.is_empty() {
+            // Nothing to tell anyone; long-polls still see the cursor move.
+            self.changed.notify_waiters();
+        } else {
+            let messages = u64::from(message.view.is_some());
+            self.announce(&message.event_json, messages);
+        }
         self.window.push_back(message);
         while self.window.len() > capacity {
             self.window.pop_front();
@@ -424,14 +479,51 @@ impl RoomInner {
         }
     }
 
+    fn index_nickname(&mut self, guest_id: &str, nickname: &str) {
+        let key = nickname_key(nickname);
+        if !key.is_empty() {
+            self.nickname_keys
+                .entry(key)
+                .or_default()
+                .push(guest_id.to_owned());
+        }
+    }
+
+    fn forget_nickname(&mut self, guest_id: &str, nickname: &str) {
+        let key = nickname_key(nickname);
+        if let Some(guests) = self.nickname_keys.get_mut(&key) {
+            guests.retain(|g| g != guest_id);
+            if guests.is_empty() {
+                self.nickname_keys.remove(&key);
+            }
+        }
+    }
+
+    /// Does a member other than `guest_id` use `nickname` or a look-alike?
+    fn nickname_taken(&self, guest_id: &str, nickname: &str) -> bool {
+        let key = nickname_key(nickname);
+        !key.is_empty()
+            && self
+                .nickname_keys
+                .get(&key)
+                .is_some_and(|guests| guests.iter().any(|g| g != guest_id))
+    }
+
     fn apply_change(&mut self, change: &PresenceChange, log_capacity: usize) {
         match change.kind {
             PresenceKind::Join => {
-                self.members
-                    .insert(change.guest_id.clone(), change.nickname.clone());
+                if let Some(old) = self
+                    .members
+                    .insert(change.guest_id.clone(), change.nickname.clone())
+                {
+                    self.forget_nickname(&change.guest_id, &old);
+                }
+                self.index_nickname(&change.guest_id, &change.nickname);
             }
             PresenceKind::Left | PresenceKind::Timeout => {
-                self.members.remove(&change.guest_id);
+                if let Some(old) = self.members.remove(&change.guest_id) {
+                    self.forget_nickname(&change.guest_id, &old);
+                }
             }
         }
         self.presence_version = change.version;
@@ -501,6 +593,15 @@ impl RoomInner {
         self.epoch = snapshot.epoch;
         self.presence_version = snapshot.version;
         self.members = snapshot.members.into_iter().collect();
+        self.nickname_keys.clear();
+        let members: Vec<(String, String)> = self
+            .members
+            .iter()
+            .map(|(g, n)| (g.clone(), n.clone()))
+            .collect();
+        for (guest, nickname) in members {
+            self.index_nickname(&guest, &nickname);
+        }
         self.presence_log.clear();
         self.presence_stale = false;
         self.presence_dirty = false;
@@ -624,6 +725,10 @@ fn window_after<'a>(
 ) -> Vec<&'a Arc<WindowMessage>> {
     let skip = usize::try_from(cursor.seq + 1 - inner.window_start()).unwrap_or(usize::MAX);
     inner.window.iter().skip(skip).take(take).collect()
+}
+
+fn keep_for(keep: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX)
 }
 
 /// This node's rooms.
@@ -1027,10 +1132,22 @@ impl Hub {
                 .window
                 .iter()
                 .skip(skip)
-                .map(|m| m.view.clone())
+                .filter(|m| {
+                    self.settings
+                        .retention
+                        .is_none_or(|keep| chrono::Utc::now() - m.created_at < keep_for(keep))
+                })
+                .filter_map(|m| m.view.clone())
                 .collect(),
             cursor: inner.cursor(),
         })
+    }
+
+    /// Would `nickname` impersonate someone present in the room (the same
+    /// name or a look-alike used by another guest)? Read from this node's
+    /// mirror of the room's presence, which every node keeps current.
+    pub fn nickname_taken(&self, room: &RoomState, guest_id: &str, nickname: &str) -> bool {
+        lock(room).nickname_taken(guest_id, nickname)
     }
 
     /// A guest says goodbye.
@@ -1195,13 +1312,26 @@ impl Hub {
         };
         let messages: Vec<&StoredMessage> =
             messages.iter().filter(|m| m.seq <= snapshot.seq).collect();
+        // The bus history keeps rows as they were published: a message a
+        // later event of this batch removes is left out here, so a client
+        // catching up never sees text a moderator already took down.
+        let cleared_below = messages
+            .iter()
+            .filter(|m| m.kind == MessageKind::Clear)
+            .map(|m| m.seq)
+            .max()
+            .unwrap_or(0);
+        let deleted: std::collections::HashSet<u64> = messages
+            .iter()
+            .filter_map(|m| match m.kind {
+                MessageKind::Delete { target } => Some(target),
+                _ => None,
+            })
+            .collect();
         let jsons: Vec<Arc<str>> = messages
             .iter()
-            .map(|m| {
-                event_json(&Event::Message {
-                    message: m.to_view(),
-                })
-            })
+            .filter(|m| !(m.kind.is_chat() && (m.seq < cleared_below || deleted.contains(&m.seq))))
+            .filter_map(|m| m.event().map(|event| event_json(&event)))
             .collect();
         let last = messages.last().map_or(cursor.seq, |m| m.seq);
         let next = RoomCursor {
@@ -1262,7 +1392,7 @@ impl Hub {
             Position::InWindow => {
                 let presence = inner.presence_since(cursor);
                 let messages = window_after(&inner, cursor, self.settings.max_events_per_poll);
-                let last = messages.last().map_or(cursor.seq, |m| m.view.seq);
+                let last = messages.last().map_or(cursor.seq, |m| m.seq);
                 let next = RoomCursor {
                     seq: last,
                     ..current
@@ -1271,7 +1401,12 @@ impl Hub {
                     presence
                         .iter()
                         .map(|s| &**s)
-                        .chain(messages.iter().map(|m| &*m.event_json)),
+                        .chain(
+                            messages
+                                .iter()
+                                .map(|m| &*m.event_json)
+                                .filter(|e| !e.is_empty()),
+                        ),
                     &next,
                     last < current.seq,
                 );
@@ -1355,7 +1490,12 @@ impl Hub {
                                 presence
                                     .iter()
                                     .map(|s| &**s)
-                                    .chain(messages.iter().map(|m| &*m.event_json)),
+                                    .chain(
+                                        messages
+                                            .iter()
+                                            .map(|m| &*m.event_json)
+                                            .filter(|e| !e.is_empty()),
+                                    ),
                                 current,
                                 false,
                             )));
@@ -1481,6 +1621,7 @@ mod tests {
             body: format!("m{seq}"),
             client_message_id: format!("c{seq}"),
             created_at: chrono::Utc::now(),
+            kind: MessageKind::Chat,
         }
     }
 
@@ -1506,7 +1647,7 @@ mod tests {
         inner.accept(message(2), 10);
         assert_eq!(inner.last_seq, 4);
         assert!(inner.pending.is_empty());
-        let seqs: Vec<u64> = inner.window.iter().map(|m| m.view.seq).collect();
+        let seqs: Vec<u64> = inner.window.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4]);
     }
 

@@ -13,6 +13,9 @@
 //! * [`error`] — the JSON error body;
 //! * [`metrics`], [`telemetry`] — Prometheus and tracing.
 
+pub mod admin;
+pub mod cli;
+pub mod client_ip;
 pub mod connections;
 pub mod cors;
 pub mod directory;
@@ -20,6 +23,8 @@ pub mod error;
 pub mod fanout;
 pub mod hub;
 pub mod metrics;
+pub mod moderation;
+pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod sse;

@@ -2,6 +2,7 @@
 //! configuration, sets up logging and waits for Ctrl-C or SIGTERM.
 
 use anyhow::Context;
+use chatty_web::cli::{Cli, Command};
 use chatty_web::{Application, Settings, telemetry};
 
 /// jemalloc instead of the system allocator: a node holds tens of
@@ -15,7 +16,15 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = <Cli as clap::Parser>::parse();
     let settings = Settings::load()?;
+    if let Some(Command::Site(command)) = cli.command {
+        let output = chatty_web::cli::run_site(&settings, command)
+            .await
+            .context("chatty site")?;
+        print!("{output}");
+        return Ok(());
+    }
     telemetry::init(&settings.log).map_err(anyhow::Error::msg)?;
     tracing::info!(database = %chatty_web::settings::redact_url_password(&settings.database.url), "starting");
     raise_open_file_limit(settings.push.max_connections);

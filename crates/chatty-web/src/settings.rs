@@ -31,6 +31,9 @@ pub struct Settings {
     pub push: PushSettings,
     pub log: LogSettings,
     pub demo: DemoSettings,
+    pub limits: LimitSettings,
+    pub privacy: PrivacySettings,
+    pub admin: AdminSettings,
 }
 
 /// The HTTP listener.
@@ -55,6 +58,12 @@ pub struct ServerSettings {
     /// closes first races nginx reusing the connection, and the request
     /// nginx just wrote on it fails (a 502 for a send, which is not retried).
     pub keep_alive_secs: u64,
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR
+    /// ranges). The client's address is the right-most one in the header
+    /// that is not a trusted proxy; a request from any other peer is
+    /// taken to come from the peer itself, whatever headers it sends.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -66,6 +75,7 @@ impl Default for ServerSettings {
             max_request_bytes: 32 * 1024,
             shutdown_timeout_secs: 10,
             keep_alive_secs: 75,
+            trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
         }
     }
 }
@@ -431,6 +441,92 @@ impl Default for DemoSettings {
     }
 }
 
+/// Abuse protection: token buckets shared by every node (through Redis in
+/// the shared mode), repeated messages and links. A bucket holds `burst`
+/// tokens and gets back `per_minute` of them a minute; a request takes one.
+/// `0` per minute turns that bucket off. The guest's own send bucket refills
+/// at `chat.sends_per_minute`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Messages a guest may send at once before `chat.sends_per_minute` applies.
+    pub guest_burst: u32,
+    /// Messages per minute from one IP address, all its guests together.
+    pub ip_sends_per_minute: u32,
+    pub ip_burst: u32,
+    /// Messages per minute to one site, all rooms and guests together.
+    pub site_sends_per_minute: u32,
+    pub site_burst: u32,
+    /// Joins per minute from one IP address.
+    pub joins_per_minute_per_ip: u32,
+    pub join_burst: u32,
+    /// The same text from the same guest again within this many seconds is
+    /// refused (`repeated_message`); 0 turns it off.
+    pub repeat_window_secs: u64,
+    /// Most links (URLs, `www.` hosts, bare domains) in one message.
+    pub max_links_per_message: usize,
+    /// Addresses or CIDR ranges the per-IP buckets do not count (a load
+    /// generator, a monitoring probe). In the environment, comma-separated.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub exempt_ips: Vec<String>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            guest_burst: 5,
+            ip_sends_per_minute: 120,
+            ip_burst: 30,
+            site_sends_per_minute: 6000,
+            site_burst: 600,
+            joins_per_minute_per_ip: 60,
+            join_burst: 30,
+            repeat_window_secs: 30,
+            max_links_per_message: 3,
+            exempt_ips: Vec::new(),
+        }
+    }
+}
+
+/// What Chatty keeps about visitors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySettings {
+    /// Key of the salted hash that replaces every IP address Chatty keeps
+    /// (HMAC-SHA256; IPv6 addresses by their /64). Empty: a random salt is
+    /// created once and stored in the database, so every node uses the same.
+    pub ip_hash_salt: Secret,
+    /// Messages older than this many days are deleted by a background job
+    /// on every node; 0 keeps them forever.
+    pub retention_days: u32,
+    /// How often the retention job runs, in seconds.
+    pub retention_interval_secs: u64,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self {
+            ip_hash_salt: Secret::default(),
+            retention_days: 30,
+            retention_interval_secs: 3600,
+        }
+    }
+}
+
+/// Site administration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// A token (at least 32 characters) that may create sites and
+    /// administer every site over the admin API; empty turns it off (sites
+    /// are then created with `chatty site create`).
+    pub operator_token: Secret,
+    /// Chatty's public base URL (`https://chat.example.com`), written into
+    /// embed snippets; empty: taken from the request (or
+    /// `http://HOST:PORT` on the command line).
+    pub public_url: String,
+}
+
 /// Accepts a list, or a comma-separated string (how lists arrive from
 /// environment variables).
 fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
@@ -653,6 +749,29 @@ impl Settings {
         }
         if redis.heartbeat_ms == 0 {
             return invalid("redis.heartbeat_ms", "must be at least 1");
+        }
+        for entry in &self.server.trusted_proxies {
+            if crate::client_ip::parse_net(entry).is_none() {
+                return invalid(
+                    "server.trusted_proxies",
+                    &format!("{entry:?} is not an IP address or CIDR range"),
+                );
+            }
+        }
+        for entry in &self.limits.exempt_ips {
+            if crate::client_ip::parse_net(entry).is_none() {
+                return invalid(
+                    "limits.exempt_ips",
+                    &format!("{entry:?} is not an IP address or CIDR range"),
+                );
+            }
+        }
+        let operator = self.admin.operator_token.expose();
+        if !operator.is_empty() && operator.len() < 32 {
+            return invalid("admin.operator_token", "must be at least 32 characters");
+        }
+        if self.privacy.retention_interval_secs == 0 {
+            return invalid("privacy.retention_interval_secs", "must be at least 1");
         }
         if self.demo.enabled
             && chatty_protocol::validate::SiteKey::parse(&self.demo.site_key).is_err()

@@ -12,9 +12,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use chatty_storage::bus::BusReceiver;
 use chatty_storage::{
-    BusEvent, EventBus, InMemoryPresence, InMemoryRateLimiter, InProcessBus, NewSite,
-    PresenceStore, QueryStats, RateLimiter, RedisBus, RedisClient, RedisOptions, RedisPresence,
-    RedisRateLimiter, RedisStats, SqlStore, SqlStoreOptions, Store,
+    AdminStore, BusEvent, EventBus, Guard, InMemoryGuard, InMemoryPresence, InProcessBus,
+    NewSite, PresenceStore, QueryStats, RedisBus, RedisClient, RedisGuard, RedisOptions,
+    RedisPresence, RedisStats, SqlStore, SqlStoreOptions, Store,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -23,17 +23,18 @@ use crate::connections::ConnectionLimits;
 use crate::directory::Directory;
 use crate::hub::{Hub, HubSettings};
 use crate::metrics::Metrics;
+use crate::moderation::Visitors;
 use crate::routes::{self, WidgetAsset};
 use crate::settings::{Settings, redact_url_password};
 use crate::state::AppState;
 use crate::telemetry;
 use crate::token::GuestTokens;
 
-/// The mode-specific parts: bus, presence store, rate limiter, Redis counters.
+/// The mode-specific parts: bus, presence store, guard, Redis counters.
 type Backends = (
     Arc<dyn EventBus>,
     Arc<dyn PresenceStore>,
-    Arc<dyn RateLimiter>,
+    Arc<dyn Guard>,
     Option<Arc<RedisStats>>,
 );
 
@@ -47,6 +48,8 @@ pub enum StartupError {
     },
     #[error("cannot create the demo site: {0}")]
     DemoSite(chatty_storage::StoreError),
+    #[error("cannot read or create the IP hash salt: {0}")]
+    Salt(chatty_storage::StoreError),
     #[error("cannot bind {address}: {source}")]
     Bind {
         address: String,
@@ -94,7 +97,9 @@ impl Application {
                 source,
             })?;
         let query_stats = sql.stats();
-        let store: Arc<dyn Store> = Arc::new(sql);
+        let sql = Arc::new(sql);
+        let store: Arc<dyn Store> = sql.clone();
+        let admin: Arc<dyn AdminStore> = sql;
         // The demo site follows the configuration at every start: renamed,
         // re-originated, or disabled when the demo is turned off.
         let demo_exists = store
@@ -118,7 +123,7 @@ impl Application {
         // The two modes differ only in which bus and presence store they
         // plug in; everything above and below is the same code path.
         let mut tasks = Vec::new();
-        let (bus, presence, rate, redis_stats): Backends = if settings.redis.shared_mode() {
+        let (bus, presence, guard, redis_stats): Backends = if settings.redis.shared_mode() {
             let redis = RedisClient::new(RedisOptions {
                 url: settings.redis.url.clone(),
                 key_prefix: settings.redis.key_prefix.clone(),
@@ -139,7 +144,7 @@ impl Application {
             (
                 Arc::new(bus),
                 Arc::new(RedisPresence::new(redis.clone())),
-                Arc::new(RedisRateLimiter::new(redis)),
+                Arc::new(RedisGuard::new(redis)),
                 Some(stats),
             )
         } else {
@@ -148,7 +153,7 @@ impl Application {
             (
                 Arc::new(bus),
                 Arc::new(presence),
-                Arc::new(InMemoryRateLimiter::default()),
+                Arc::new(InMemoryGuard::default()),
                 None,
             )
         };
@@ -167,6 +172,9 @@ impl Application {
                 gap_fill_delay: Duration::from_millis(200),
                 resume_max_messages: chat.resume_max_messages,
                 member_list_max: chat.member_list_max,
+                retention: (settings.privacy.retention_days > 0).then(|| {
+                    Duration::from_secs(u64::from(settings.privacy.retention_days) * 86_400)
+                }),
             },
         );
         if settings.auth.token_secret.expose().is_empty() {
@@ -185,7 +193,20 @@ impl Application {
             metrics.push_connections.clone(),
             metrics.push_disconnects.clone(),
         );
+        let salt = ip_hash_salt(&settings, admin.as_ref())
+            .await
+            .map_err(StartupError::Salt)?;
+        let visitors = Visitors::new(
+            &settings.server.trusted_proxies,
+            &settings.limits.exempt_ips,
+            &salt,
+        );
+        restore_bans(admin.as_ref(), guard.as_ref()).await;
         let state = AppState {
+            admin,
+            guard,
+            visitors: Arc::new(visitors),
+            word_filters: Arc::default(),
             tokens: Arc::new(GuestTokens::new(settings.auth.token_secret.expose())),
             metrics,
             connections,
@@ -193,15 +214,21 @@ impl Application {
             settings: Arc::new(settings),
             store,
             bus: Arc::clone(&bus),
-            rate,
             hub: Arc::clone(&hub),
         };
 
         let chat = &state.settings.chat;
         tasks.push(tokio::spawn(apply_bus_events(
             Arc::clone(&hub),
+            Arc::clone(&state.directory),
             bus.subscribe(),
         )));
+        if state.settings.privacy.retention_days > 0 {
+            tasks.push(tokio::spawn(crate::retention::run(
+                Arc::clone(&state.admin),
+                state.settings.privacy.clone(),
+            )));
+        }
         tasks.push(every(
             &hub,
             chat.presence_flush(),
@@ -358,11 +385,12 @@ fn set_write_timeout(_connection: &dyn std::any::Any, _timeout: Duration) {}
 
 /// The node's single bus subscription: every committed message and
 /// presence change, from any node, goes into this node's hub.
-async fn apply_bus_events(hub: Arc<Hub>, mut events: BusReceiver) {
+async fn apply_bus_events(hub: Arc<Hub>, directory: Arc<Directory>, mut events: BusReceiver) {
     loop {
         match events.recv().await {
             Ok(BusEvent::Message { message }) => hub.apply_message(message),
             Ok(BusEvent::Presence { change }) => hub.apply_presence(change),
+            Ok(BusEvent::SiteChanged { site_id }) => directory.invalidate_site(site_id),
             Ok(BusEvent::Resync) => hub.resync_all().await,
             Err(RecvError::Lagged(lost)) => {
                 tracing::warn!(lost, "bus subscriber lagged; resynchronising rooms");
@@ -370,6 +398,46 @@ async fn apply_bus_events(hub: Arc<Hub>, mut events: BusReceiver) {
             }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// The salt of IP hashes: configured, or created once in the database and
+/// shared by every node from then on.
+async fn ip_hash_salt(
+    settings: &Settings,
+    admin: &dyn AdminStore,
+) -> Result<String, chatty_storage::StoreError> {
+    let configured = settings.privacy.ip_hash_salt.expose();
+    if !configured.is_empty() {
+        return Ok(configured.to_owned());
+    }
+    let mut random = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+    let generated: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    admin.meta_value("ip_hash_salt", generated).await
+}
+
+/// Bans live in the database; the guard's copy (Redis keys, or memory in
+/// the embedded mode) is rebuilt from it at every start, so a restarted
+/// embedded node or a flushed Redis forgets no ban.
+async fn restore_bans(admin: &dyn AdminStore, guard: &dyn Guard) {
+    match admin.active_bans(None, chrono::Utc::now()).await {
+        Ok(bans) => {
+            for ban in bans {
+                if let Err(error) = guard
+                    .ban(
+                        ban.site_id,
+                        ban.guest_id.as_deref(),
+                        ban.ip_hash.as_deref(),
+                        ban.expires_at,
+                    )
+                    .await
+                {
+                    tracing::warn!(%error, ban = ban.id, "cannot restore a ban");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the bans to restore"),
     }
 }
 

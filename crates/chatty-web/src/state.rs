@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatty_storage::{EventBus, RateLimiter, Store};
+use chatty_storage::{AdminStore, EventBus, Guard, Store};
 
 use crate::connections::ConnectionLimits;
 use crate::directory::Directory;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::moderation::{Visitors, WordFilters};
 use crate::settings::Settings;
 use crate::token::GuestTokens;
 
@@ -19,8 +20,14 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
-    /// Rate-limit counters (in memory, or shared through Redis).
-    pub rate: Arc<dyn RateLimiter>,
+    /// Site administration and moderation (the same database).
+    pub admin: Arc<dyn AdminStore>,
+    /// Bans, slow mode, repeats and rate limits (in memory, or shared
+    /// through Redis).
+    pub guard: Arc<dyn Guard>,
+    /// Visitors' addresses and their salted hashes.
+    pub visitors: Arc<Visitors>,
+    pub word_filters: Arc<WordFilters>,
     pub hub: Arc<Hub>,
     pub directory: Arc<Directory>,
     pub tokens: Arc<GuestTokens>,

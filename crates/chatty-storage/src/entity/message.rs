@@ -15,6 +15,12 @@ pub struct Model {
     pub body: String,
     pub client_message_id: String,
     pub created_at_ms: i64,
+    /// `chat`, `removed` (a chat message a moderator deleted: body emptied),
+    /// `delete` (the event that deleted `target_seq`) or `clear`.
+    pub kind: String,
+    pub target_seq: Option<i64>,
+    /// Salted hash of the sender's IP address (empty for events).
+    pub ip_hash: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,3 +4,7 @@
 pub mod message;
 pub mod room;
 pub mod site;
+pub mod ban;
+pub mod meta;
+pub mod moderation_action;
+pub mod site_token;

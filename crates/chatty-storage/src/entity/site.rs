@@ -15,6 +15,11 @@ pub struct Model {
     pub disabled: bool,
     /// Milliseconds since the Unix epoch (UTC): same precision on every backend.
     pub created_at_ms: i64,
+    /// Slow mode: seconds a guest waits between two messages (0: off).
+    pub slow_mode_secs: i32,
+    /// JSON of the word filter (`None`: no filter).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub word_filter: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,6 +7,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_core;
+mod m20261126_000002_moderation;
 
 /// Chatty's migrator.
 #[derive(Debug)]
@@ -15,6 +16,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_core::Migration)]
+        vec![
+            Box::new(m20261126_000001_core::Migration),
+            Box::new(m20261126_000002_moderation::Migration),
+        ]
     }
 }

@@ -77,6 +77,20 @@ impl RedisBus {
     fn channel(&self) -> String {
         self.redis.key("events")
     }
+}
+
+/// Publishes a `SiteChanged` event without a subscription of one's own
+/// (the `chatty site` command, which is not a node).
+pub async fn announce_site_changed(redis: &RedisClient, site_id: i64) -> Result<(), StoreError> {
+    let envelope = serde_json::to_string(&BusEvent::SiteChanged { site_id })
+        .map_err(|e| StoreError::Other(e.to_string()))?;
+    redis
+        .query::<i64>(redis::cmd("PUBLISH").arg(redis.key("events")).arg(envelope))
+        .await
+        .map(|_| ())
+}
+
+impl RedisBus {
 
     fn recent_key(&self, room_id: i64) -> String {
         self.redis.key(&format!("room:{room_id}:recent"))
@@ -125,6 +139,10 @@ impl EventBus for RedisBus {
             .call(async |c| invocation.invoke_async::<i64>(c).await)
             .await
             .map(|_| ())
+    }
+
+    async fn publish_site_changed(&self, site_id: i64) -> Result<(), StoreError> {
+        announce_site_changed(&self.redis, site_id).await
     }
 
     fn subscribe(&self) -> BusReceiver {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 
-pub use bus::RedisBus;
+pub use bus::{RedisBus, announce_site_changed};
 pub use presence::RedisPresence;
 
 use crate::error::StoreError;

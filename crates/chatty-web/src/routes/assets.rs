@@ -244,6 +244,40 @@ pub async fn demo_page(state: web::Data<AppState>) -> HttpResponse {
         .body(page)
 }
 
+const ADMIN_HTML: &str = include_str!("../../assets/admin.html");
+const ADMIN_JS: &str = include_str!("../../assets/admin.js");
+const ADMIN_CSS: &str = include_str!("../../assets/admin.css");
+/// The moderation page runs only its own script and style, talks only to
+/// this origin, and may not be framed (a framed admin page invites
+/// clickjacking of its delete and ban buttons).
+const ADMIN_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn admin_asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, content_type))
+        .insert_header(("Content-Security-Policy", ADMIN_CSP))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(body)
+}
+
+/// `GET /admin`: the moderation page (Chatty's own origin, never the widget).
+pub async fn admin_page() -> HttpResponse {
+    admin_asset("text/html; charset=utf-8", ADMIN_HTML)
+}
+
+/// `GET /admin.js`
+pub async fn admin_script() -> HttpResponse {
+    admin_asset("text/javascript; charset=utf-8", ADMIN_JS)
+}
+
+/// `GET /admin.css`
+pub async fn admin_style() -> HttpResponse {
+    admin_asset("text/css; charset=utf-8", ADMIN_CSS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

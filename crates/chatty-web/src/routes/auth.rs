@@ -1,7 +1,5 @@
 //! Reading and checking the guest token of a request.
 
-use std::net::IpAddr;
-
 use actix_web::HttpRequest;
 use actix_web::http::header::{AUTHORIZATION, ORIGIN};
 use chatty_protocol::{ErrorCode, RoomCursor};
@@ -94,17 +92,28 @@ pub fn check_origin(req: &HttpRequest, site: &Site) -> Result<(), ApiError> {
     }
 }
 
+/// For a request with a guest token: a browser request (it has an
+/// `Origin`) must come from one of the site's origins, and the site must
+/// still be enabled. Requests without `Origin` skip the lookup: the poll
+/// path stays free of it for non-browser clients, and a send checks its
+/// site anyway.
+pub async fn check_token_origin(
+    req: &HttpRequest,
+    state: &AppState,
+    claims: &GuestClaims,
+) -> Result<(), ApiError> {
+    if req.headers().contains_key(ORIGIN) {
+        let site = state.directory.site_by_id(claims.site_id).await?;
+        check_origin(req, &site)?;
+    }
+    Ok(())
+}
+
 /// A cursor from the query string or a header (400 `invalid_cursor`).
 pub fn parse_cursor(text: &str) -> Result<RoomCursor, ApiError> {
     text.parse().map_err(|e: chatty_protocol::CursorError| {
         ApiError::client(ErrorCode::InvalidCursor, e.to_string())
     })
-}
-
-/// The peer's address, for the per-address connection cap. Behind a proxy
-/// this is the proxy's.
-pub fn peer_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|a| a.ip())
 }
 
 /// Seconds since the Unix epoch (cheaper than a calendar clock on every poll).

@@ -36,16 +36,28 @@ pub async fn join(
 
     let now = chrono::Utc::now().timestamp();
     // Keep the guest id of an earlier token of the same site, if any, even
-    // an expired one: the widget rejoins with it after `token_expired`.
-    let guest_id = request
+    // an expired one: the widget rejoins with it after `token_expired`. A
+    // banned guest therefore stays recognisable across rejoins.
+    let earlier_guest = request
         .token
         .as_deref()
         .and_then(|t| state.tokens.verify_signature(t).ok())
         .filter(|claims| claims.site_id == site.id)
-        .map(|claims| claims.guest_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        .map(|claims| claims.guest_id);
 
     let room_state = state.hub.room(room.id).await?;
+    let visitor = state.visitors.of(&req);
+    crate::moderation::admit_join(
+        &state,
+        &site,
+        &room_state,
+        earlier_guest.as_deref(),
+        nickname.as_str(),
+        &visitor,
+    )
+    .await?;
+    let guest_id =
+        earlier_guest.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let snapshot = state
         .hub
         .join(&room_state, &guest_id, nickname.as_str())

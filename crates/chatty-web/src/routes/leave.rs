@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::auth::authenticate;
+use super::auth::{authenticate, check_token_origin};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -15,6 +15,7 @@ pub async fn leave(
 ) -> Result<HttpResponse, ApiError> {
     let room_id = room_id.into_inner();
     let claims = authenticate(&req, &state, room_id)?;
+    check_token_origin(&req, &state, &claims).await?;
     let room = state.hub.room(room_id).await?;
     state.hub.leave(&room, &claims.guest_id).await?;
     Ok(HttpResponse::NoContent().finish())

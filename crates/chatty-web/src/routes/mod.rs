@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers are thin: parse and authenticate at the edge, then
 //! call the hub, the directory or the store. One file per endpoint.
 
+mod admin;
 mod assets;
 mod auth;
 mod health;
@@ -50,6 +51,65 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
         "/api/v1/rooms/{room_id}/leave",
         web::post().to(leave::leave),
     ))
+    .service(
+        resource("/api/v1/admin/sites")
+            .route(web::get().to(admin::list_sites))
+            .route(web::post().to(admin::create_site)),
+    )
+    .service(
+        resource("/api/v1/admin/sites/{key}")
+            .route(web::get().to(admin::get_site))
+            .route(web::patch().to(admin::update_site)),
+    )
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/moderation",
+        web::put().to(admin::set_moderation),
+    ))
+    .service(
+        resource("/api/v1/admin/sites/{key}/tokens")
+            .route(web::get().to(admin::list_tokens))
+            .route(web::post().to(admin::create_token)),
+    )
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/tokens/{id}",
+        web::delete().to(admin::revoke_token),
+    ))
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/rooms",
+        web::get().to(admin::list_rooms),
+    ))
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/rooms/{room_id}/messages",
+        web::get().to(admin::list_messages),
+    ))
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/rooms/{room_id}/messages/{seq}",
+        web::delete().to(admin::delete_message),
+    ))
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/rooms/{room_id}/clear",
+        web::post().to(admin::clear_room),
+    ))
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/rooms/{room_id}/export",
+        web::get().to(admin::export_room),
+    ))
+    .service(
+        resource("/api/v1/admin/sites/{key}/bans")
+            .route(web::get().to(admin::list_bans))
+            .route(web::post().to(admin::create_ban)),
+    )
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/bans/{id}",
+        web::delete().to(admin::lift_ban),
+    ))
+    .service(endpoint(
+        "/api/v1/admin/sites/{key}/audit",
+        web::get().to(admin::audit_log),
+    ))
+    .service(endpoint("/admin", web::get().to(assets::admin_page)))
+    .service(endpoint("/admin.js", web::get().to(assets::admin_script)))
+    .service(endpoint("/admin.css", web::get().to(assets::admin_style)))
     .service(endpoint("/widget.js", web::get().to(assets::widget)))
     .service(endpoint(
         "/widget-{hash:[0-9a-f]{16}}.js",
@@ -72,6 +132,13 @@ fn endpoint(path: &'static str, route: Route) -> Resource {
     web::resource(path)
         .name(path)
         .route(route)
+        .default_service(web::to(method_not_allowed))
+}
+
+/// A resource with several methods; any other answers 405.
+fn resource(path: &'static str) -> Resource {
+    web::resource(path)
+        .name(path)
         .default_service(web::to(method_not_allowed))
 }
 
@@ -119,7 +186,7 @@ fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
         err,
         error_response(
             ErrorCode::InvalidPath,
-            "Malformed path parameter: a room id is a number.",
+            "Malformed path parameter: room, message, token and ban ids are numbers.",
         ),
     )
     .into()

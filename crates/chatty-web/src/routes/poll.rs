@@ -20,8 +20,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chatty_protocol::api::PollQuery;
 use chatty_protocol::{ErrorCode, RoomCursor};
 
-use super::auth::authenticate;
-use super::auth::{parse_cursor, peer_ip};
+use super::auth::{authenticate, check_token_origin};
+use super::auth::parse_cursor;
 use crate::connections::Transport;
 use crate::error::ApiError;
 use crate::hub::RoomState;
@@ -116,7 +116,7 @@ async fn long_poll(
             slot = Some(
                 state
                     .connections
-                    .acquire(peer_ip(req), Transport::LongPoll)?,
+                    .acquire(state.visitors.of(req).ip, Transport::LongPoll)?,
             );
         }
         let wake = deadline.min(tokio::time::Instant::now() + touch_every);
@@ -134,6 +134,7 @@ pub async fn poll(
 ) -> Result<HttpResponse, ApiError> {
     let room_id = room_id.into_inner();
     let claims = authenticate(&req, &state, room_id)?;
+    check_token_origin(&req, &state, &claims).await?;
     let params = poll_params(req.query_string())?;
     let cursor = parse_cursor(&params.cursor)?;
     let from_seq = cursor.seq;

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use std::time::Duration;
 
-use super::auth::{authenticate_with, check_origin, parse_cursor, peer_ip, verify};
+use super::auth::{authenticate_with, check_origin, check_token_origin, parse_cursor, verify};
 use crate::connections::Transport;
 use crate::error::ApiError;
 use crate::hub::{Subscription, draining};
@@ -56,14 +56,13 @@ async fn open(
     // A browser always sends Origin on a WebSocket handshake, and CORS does
     // not protect WebSockets: this check is what keeps a copied widget on
     // another site out. Clients that are not browsers send none.
-    if req.headers().contains_key(ORIGIN) {
-        let site = state.directory.site_by_id(claims.site_id).await?;
-        check_origin(req, &site)?;
-    }
+    check_token_origin(req, state, &claims).await?;
     if state.hub.is_draining() {
         return Err(draining());
     }
-    let guard = state.connections.acquire(peer_ip(req), transport)?;
+    let guard = state
+        .connections
+        .acquire(state.visitors.of(req).ip, transport)?;
     let room = state.hub.room(room_id).await?;
     let subscription = state
         .hub
@@ -113,7 +112,7 @@ pub async fn websocket(
         }
         let guard = state
             .connections
-            .acquire(peer_ip(&req), Transport::WebSocket)?;
+            .acquire(state.visitors.of(&req).ip, Transport::WebSocket)?;
         let node = state.get_ref().clone();
         let authorize: Authorize = Box::new(move |token, cursor| {
             Box::pin(async move {

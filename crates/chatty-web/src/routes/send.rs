@@ -4,15 +4,15 @@
 //! the hand-over to the hub and the bus run in their own task, so a client
 //! that hangs up mid-request cannot leave a committed message unannounced.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chatty_protocol::ErrorCode;
 use chatty_protocol::api::{SendRequest, SendResponse};
 use chatty_protocol::validate::{ClientMessageId, MessageBody, Nickname};
-use chatty_storage::{NewMessage, RateDecision, StoreError};
+use chatty_storage::{NewMessage, StoreError};
 
-use super::auth::authenticate;
+use super::auth::{authenticate, check_origin};
 use super::json_object::JsonObject;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -38,21 +38,27 @@ pub async fn send(
         )
     })?;
 
+    // The site as it is now (cached; refreshed on every change): disabled
+    // sites, origins, slow mode and the word filter apply to every send.
+    let site = state.directory.site_by_id(claims.site_id).await?;
+    check_origin(&req, &site)?;
     // Refuse before committing when this node cannot announce the message.
     if !state.bus.is_connected() {
         return Err(
             StoreError::BusUnavailable("this node's bus subscription is down".into()).into(),
         );
     }
-    let limit = state.settings.chat.sends_per_minute;
-    if limit > 0 {
-        let key = format!("send:{room_id}:{}", claims.guest_id);
-        if let RateDecision::Limited { retry_after } =
-            state.rate.hit(&key, limit, Duration::from_secs(60)).await?
-        {
-            return Err(ApiError::RateLimited { retry_after });
-        }
-    }
+    let visitor = state.visitors.of(&req);
+    let admitted = crate::moderation::admit_send(
+        &state,
+        &site,
+        room_id,
+        &claims.guest_id,
+        client_message_id.as_str(),
+        message_body,
+        &visitor,
+    )
+    .await?;
     let room = state.hub.room(room_id).await?;
     state
         .hub
@@ -62,9 +68,10 @@ pub async fn send(
         room_id,
         guest_id: claims.guest_id.clone(),
         nickname,
-        body: message_body,
+        body: admitted.body,
         client_message_id,
         created_at: chrono::Utc::now(),
+        ip_hash: visitor.ip_hash,
     };
     let task_state = state.clone();
     let outcome = tokio::spawn(async move {

@@ -366,7 +366,11 @@ async fn sends_of_many_guests_get_contiguous_sequence_numbers() {
 
 #[tokio::test]
 async fn sending_faster_than_the_limit_gets_429_with_retry_after_and_others_are_unaffected() {
-    let app = spawn_app_with(|s| s.chat.sends_per_minute = 3).await;
+    let app = spawn_app_with(|s| {
+        s.chat.sends_per_minute = 3;
+        s.limits.guest_burst = 3;
+    })
+    .await;
     let ann = app.join("Ann").await;
     let bob = app.join("Bob").await;
     for i in 0..3 {

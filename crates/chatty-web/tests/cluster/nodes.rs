@@ -298,6 +298,7 @@ async fn commit_unannounced(
         client_message_id: chatty_protocol::validate::ClientMessageId::parse(client_message_id)
             .expect("id"),
         created_at: chrono::Utc::now(),
+        ip_hash: String::new(),
     };
     let outcome = node
         .state
@@ -369,6 +370,7 @@ async fn the_send_limit_holds_across_nodes() {
     let limited = |s: &mut chatty_web::Settings| {
         cluster_settings(s);
         s.chat.sends_per_minute = 4;
+        s.limits.guest_burst = 4;
     };
     let one = spawn_node(Arc::clone(&deployment), limited).await;
     let two = spawn_node(Arc::clone(&deployment), limited).await;
