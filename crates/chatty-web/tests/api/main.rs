@@ -7,6 +7,7 @@ mod chat;
 // Shared with the cluster suite, which uses more of it.
 #[allow(dead_code)]
 mod helpers;
+mod moderation;
 mod presence;
 mod push;
 #[path = "../common/push.rs"]
