@@ -11,6 +11,7 @@ mod helpers;
 mod proxy;
 
 mod faults;
+mod moderation;
 mod nodes;
 mod push;
 #[path = "../common/push.rs"]
