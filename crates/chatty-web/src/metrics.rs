@@ -36,6 +36,11 @@ pub struct Metrics {
     pub messages_delivered: IntCounterVec,
     /// `rate_limited_total{code}`: requests refused by a limit.
     pub rate_limited: IntCounterVec,
+    /// `moderation_refusals_total{code}`: joins and sends refused by a
+    /// moderation rule (ban, word filter, links, nickname guard, origin).
+    pub moderation_refusals: IntCounterVec,
+    /// `moderation_actions_total{action}`: actions taken through the admin API.
+    pub moderation_actions: IntCounterVec,
     db_pool: IntGaugeVec,
     redis_pool: IntGaugeVec,
     query_stats: Arc<QueryStats>,
@@ -140,6 +145,20 @@ impl Metrics {
             ),
             &["code"],
         )?;
+        let moderation_refusals = IntCounterVec::new(
+            Opts::new(
+                "moderation_refusals_total",
+                "Joins and sends refused by a moderation rule, by error code",
+            ),
+            &["code"],
+        )?;
+        let moderation_actions = IntCounterVec::new(
+            Opts::new(
+                "moderation_actions_total",
+                "Actions taken through the admin API (recorded in the audit log), by action",
+            ),
+            &["action"],
+        )?;
         let fanout_lag = histogram(
             "fanout_lag_seconds",
             "From a message's commit (the accepting node's clock) to this node applying it",
@@ -171,6 +190,8 @@ impl Metrics {
         }
         registry.register(Box::new(messages_delivered.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(moderation_refusals.clone()))?;
+        registry.register(Box::new(moderation_actions.clone()))?;
         registry.register(Box::new(fanout_lag))?;
         registry.register(Box::new(db_duration))?;
         registry.register(Box::new(db_pool.clone()))?;
@@ -203,6 +224,8 @@ impl Metrics {
             push_disconnects,
             messages_delivered,
             rate_limited,
+            moderation_refusals,
+            moderation_actions,
             db_pool,
             redis_pool,
             query_stats,
@@ -218,11 +241,18 @@ impl Metrics {
 
     /// Counts a refusal by a limit (from the error code of a response).
     pub fn count_refusal(&self, code: ErrorCode) {
-        if matches!(
-            code,
-            ErrorCode::RateLimited | ErrorCode::TooManyConnections | ErrorCode::NodeFull
-        ) {
-            self.rate_limited.with_label_values(&[code.as_str()]).inc();
+        use ErrorCode::*;
+        match code {
+            RateLimited | TooManyConnections | NodeFull | SlowMode | RepeatedMessage => {
+                self.rate_limited.with_label_values(&[code.as_str()]).inc();
+            }
+            Banned | WordFiltered | TooManyLinks | NicknameTaken | NicknameReserved
+            | OriginNotAllowed => {
+                self.moderation_refusals
+                    .with_label_values(&[code.as_str()])
+                    .inc();
+            }
+            _ => {}
         }
     }
 

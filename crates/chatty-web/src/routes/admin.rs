@@ -168,6 +168,11 @@ async fn record(
     details: serde_json::Value,
 ) -> Result<(), ApiError> {
     state
+        .metrics
+        .moderation_actions
+        .with_label_values(&[action])
+        .inc();
+    state
         .admin
         .record_action(NewAuditEntry {
             site_id: site.id,
@@ -219,7 +224,8 @@ pub async fn create_site(
         return Err(forbidden());
     }
     let JsonObject(body) = body;
-    let created = crate::admin::create_site(state.admin.as_ref(), &body.name, &body.origins).await?;
+    let created =
+        crate::admin::create_site(state.admin.as_ref(), &body.name, &body.origins).await?;
     let site = &created.site;
     record(
         &state,
@@ -245,7 +251,9 @@ pub async fn list_sites(
 ) -> Result<HttpResponse, ApiError> {
     let sites = match caller(&req, &state).await? {
         Principal::Operator => state.admin.list_sites().await?,
-        Principal::Site { site_id, .. } => state.store.site_by_id(site_id).await?.into_iter().collect(),
+        Principal::Site { site_id, .. } => {
+            state.store.site_by_id(site_id).await?.into_iter().collect()
+        }
     };
     let views: Vec<SiteView<'_>> = sites.iter().map(site_view).collect();
     Ok(HttpResponse::Ok().json(json!({ "sites": views })))
@@ -295,7 +303,16 @@ pub async fn update_site(
     });
     let updated = state.admin.update_site(site.id, update).await?;
     announce_site(&state, site.id).await;
-    record(&state, &who, &site, "update_site", None, site.key.clone(), details).await?;
+    record(
+        &state,
+        &who,
+        &site,
+        "update_site",
+        None,
+        site.key.clone(),
+        details,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "site": site_view(&updated) })))
 }
 
@@ -322,7 +339,11 @@ pub async fn set_moderation(
     }
     let word_filter = body
         .word_filter
-        .map(|filter| filter.validated().map_err(|e| invalid(format!("word_filter: {e}"))))
+        .map(|filter| {
+            filter
+                .validated()
+                .map_err(|e| invalid(format!("word_filter: {e}")))
+        })
         .transpose()?;
     let details = json!({
         "slow_mode_secs": body.slow_mode_secs,
@@ -340,7 +361,16 @@ pub async fn set_moderation(
         )
         .await?;
     announce_site(&state, site.id).await;
-    record(&state, &who, &site, "set_moderation", None, site.key.clone(), details).await?;
+    record(
+        &state,
+        &who,
+        &site,
+        "set_moderation",
+        None,
+        site.key.clone(),
+        details,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "site": site_view(&updated) })))
 }
 
@@ -405,9 +435,21 @@ pub async fn revoke_token(
     let (key, token_id) = path.into_inner();
     let (who, site) = authorize(&req, &state, &key, TokenRole::Admin).await?;
     if !state.admin.revoke_token(site.id, token_id).await? {
-        return Err(ApiError::client(ErrorCode::NotFound, "This site has no such token."));
+        return Err(ApiError::client(
+            ErrorCode::NotFound,
+            "This site has no such token.",
+        ));
     }
-    record(&state, &who, &site, "revoke_token", None, format!("token {token_id}"), json!({})).await?;
+    record(
+        &state,
+        &who,
+        &site,
+        "revoke_token",
+        None,
+        format!("token {token_id}"),
+        json!({}),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -473,13 +515,17 @@ async fn moderate(
     room_id: i64,
     action: Moderation,
 ) -> Result<chatty_storage::PostOutcome, ApiError> {
-    let outcome = state.admin.moderate(room_id, action).await.map_err(|e| match e {
-        StoreError::NotFound(_) => ApiError::client(
-            ErrorCode::UnknownMessage,
-            "This room has no such message (or it was already removed by a clear).",
-        ),
-        other => other.into(),
-    })?;
+    let outcome = state
+        .admin
+        .moderate(room_id, action)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => ApiError::client(
+                ErrorCode::UnknownMessage,
+                "This room has no such message (or it was already removed by a clear).",
+            ),
+            other => other.into(),
+        })?;
     // As a send does: this node first, then every node. Publishing a
     // repeated delete again is harmless (receivers drop what they have).
     state.hub.apply_message(outcome.message.clone());
@@ -498,7 +544,16 @@ pub async fn delete_message(
     site_room(&state, &site, room_id).await?;
     let outcome = moderate(&state, room_id, Moderation::Delete { seq }).await?;
     if outcome.created {
-        record(&state, &who, &site, "delete_message", Some(room_id), format!("seq {seq}"), json!({"event_seq": outcome.message.seq})).await?;
+        record(
+            &state,
+            &who,
+            &site,
+            "delete_message",
+            Some(room_id),
+            format!("seq {seq}"),
+            json!({"event_seq": outcome.message.seq}),
+        )
+        .await?;
     }
     Ok(HttpResponse::Ok().json(json!({"deleted_seq": seq, "event_seq": outcome.message.seq})))
 }
@@ -513,7 +568,16 @@ pub async fn clear_room(
     let (who, site) = authorize(&req, &state, &key, TokenRole::Moderator).await?;
     site_room(&state, &site, room_id).await?;
     let outcome = moderate(&state, room_id, Moderation::Clear).await?;
-    record(&state, &who, &site, "clear_room", Some(room_id), format!("room {room_id}"), json!({"event_seq": outcome.message.seq})).await?;
+    record(
+        &state,
+        &who,
+        &site,
+        "clear_room",
+        Some(room_id),
+        format!("room {room_id}"),
+        json!({"event_seq": outcome.message.seq}),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({"event_seq": outcome.message.seq})))
 }
 
@@ -558,7 +622,16 @@ pub async fn export_room(
             break false;
         }
     };
-    record(&state, &who, &site, "export_room", Some(room_id), format!("room {room_id}"), json!({"messages": messages.len()})).await?;
+    record(
+        &state,
+        &who,
+        &site,
+        "export_room",
+        Some(room_id),
+        format!("room {room_id}"),
+        json!({"messages": messages.len()}),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "site": site.key,
         "room": {"id": room.id, "page": room.page},
@@ -583,7 +656,9 @@ pub struct CreateBan {
 fn is_guest_id(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 64
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `POST /api/v1/admin/sites/{key}/bans` (moderator)
@@ -602,14 +677,18 @@ pub async fn create_ban(
         return Err(invalid("guest_id: 1 to 64 characters of A-Z a-z 0-9 - _"));
     }
     if body.ip_hash.as_deref().is_some_and(|h| !is_ip_hash(h)) {
-        return Err(invalid("ip_hash: 32 lowercase hex digits, as the message list shows it"));
+        return Err(invalid(
+            "ip_hash: 32 lowercase hex digits, as the message list shows it",
+        ));
     }
     if body.duration_secs == 0 || body.duration_secs > BAN_MAX_SECS {
         return Err(invalid(format!("duration_secs: 1 to {BAN_MAX_SECS}")));
     }
     let reason = body.reason.unwrap_or_default();
     if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
-        return Err(invalid("reason: at most 200 characters, no control characters"));
+        return Err(invalid(
+            "reason: at most 200 characters, no control characters",
+        ));
     }
     let expires_at = Utc::now()
         + chrono::Duration::seconds(i64::try_from(body.duration_secs).unwrap_or(i64::MAX));
@@ -617,7 +696,12 @@ pub async fn create_ban(
     // if recording it fails (the moderator then retries, which is harmless).
     state
         .guard
-        .ban(site.id, body.guest_id.as_deref(), body.ip_hash.as_deref(), expires_at)
+        .ban(
+            site.id,
+            body.guest_id.as_deref(),
+            body.ip_hash.as_deref(),
+            expires_at,
+        )
         .await?;
     let ban = state
         .admin
@@ -630,7 +714,16 @@ pub async fn create_ban(
             expires_at,
         })
         .await?;
-    record(&state, &who, &site, "ban", None, format!("ban {}", ban.id), ban_view(&ban)).await?;
+    record(
+        &state,
+        &who,
+        &site,
+        "ban",
+        None,
+        format!("ban {}", ban.id),
+        ban_view(&ban),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(json!({ "ban": ban_view(&ban) })))
 }
 
@@ -655,7 +748,10 @@ pub async fn lift_ban(
     let (key, ban_id) = path.into_inner();
     let (who, site) = authorize(&req, &state, &key, TokenRole::Moderator).await?;
     let Some(ban) = state.admin.lift_ban(site.id, ban_id).await? else {
-        return Err(ApiError::client(ErrorCode::NotFound, "This site has no such ban."));
+        return Err(ApiError::client(
+            ErrorCode::NotFound,
+            "This site has no such ban.",
+        ));
     };
     state
         .guard
@@ -677,7 +773,16 @@ pub async fn lift_ban(
                 .await?;
         }
     }
-    record(&state, &who, &site, "unban", None, format!("ban {ban_id}"), ban_view(&ban)).await?;
+    record(
+        &state,
+        &who,
+        &site,
+        "unban",
+        None,
+        format!("ban {ban_id}"),
+        ban_view(&ban),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
