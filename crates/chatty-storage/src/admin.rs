@@ -14,7 +14,9 @@ use crate::domain::{NewSite, Room, Site, StoredMessage};
 use crate::error::StoreError;
 
 /// What a site token may do. Ordered: an admin may do what a moderator may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenRole {
     /// Moderation: delete, ban, slow mode, word filter, clear, audit log.

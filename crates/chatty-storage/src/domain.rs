@@ -4,8 +4,8 @@
 //! [`MessageBody`], …), so storage never stores unchecked input.
 
 use chatty_protocol::moderation::WordFilter;
-use chatty_protocol::{Event, MessageView};
 use chatty_protocol::validate::{ClientMessageId, MessageBody, Nickname, PagePath};
+use chatty_protocol::{Event, MessageView};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// A web site that embeds Chatty.

@@ -78,7 +78,9 @@ pub enum Admission {
     /// A ban of the guest id or the IP hash is in force.
     Banned,
     /// Slow mode: the guest's next message is allowed after this.
-    SlowMode { retry_after: Duration },
+    SlowMode {
+        retry_after: Duration,
+    },
     /// The same text again within the repeat window.
     Repeated,
     /// A bucket is empty; a token is back after this.
@@ -296,8 +298,16 @@ impl Guard for RedisGuard {
             let key = self.redis.key(&key);
             // Never shorten a longer ban already in force.
             pipe.cmd("SET").arg(&key).arg(1).arg("KEEPTTL").ignore();
-            pipe.cmd("PEXPIREAT").arg(&key).arg(at_ms).arg("GT").ignore();
-            pipe.cmd("PEXPIREAT").arg(&key).arg(at_ms).arg("NX").ignore();
+            pipe.cmd("PEXPIREAT")
+                .arg(&key)
+                .arg(at_ms)
+                .arg("GT")
+                .ignore();
+            pipe.cmd("PEXPIREAT")
+                .arg(&key)
+                .arg(at_ms)
+                .arg("NX")
+                .ignore();
         }
         self.redis
             .call(async |c| pipe.query_async::<()>(c).await)
@@ -331,7 +341,11 @@ const IN_MEMORY_SWEEP_AT: usize = 100_000;
 enum Entry {
     /// A ban, slow-mode or repeat key: the client message id that set it.
     Flag { holder: String, expires: Instant },
-    Bucket { tokens: f64, at: Instant, expires: Instant },
+    Bucket {
+        tokens: f64,
+        at: Instant,
+        expires: Instant,
+    },
 }
 
 impl Entry {
@@ -393,10 +407,9 @@ impl InMemoryGuard {
             let capacity = f64::from(bucket.capacity.max(1));
             let rate_per_ms = f64::from(bucket.per_minute) / 60_000.0;
             let tokens = match entries.get(&bucket.key) {
-                Some(Entry::Bucket { tokens, at, .. }) => {
-                    (tokens + now.duration_since(*at).as_millis() as f64 * rate_per_ms)
-                        .min(capacity)
-                }
+                Some(Entry::Bucket { tokens, at, .. }) => (tokens
+                    + now.duration_since(*at).as_millis() as f64 * rate_per_ms)
+                    .min(capacity),
                 _ => capacity,
             };
             if tokens < 1.0 {

@@ -21,7 +21,7 @@ use sea_orm::{
 };
 
 use crate::admin::{
-    AdminStore, AuditEntry, Ban, Moderation, ModeratedMessage, NewAuditEntry, NewBan, SiteToken,
+    AdminStore, AuditEntry, Ban, ModeratedMessage, Moderation, NewAuditEntry, NewBan, SiteToken,
     SiteUpdate, TokenRole,
 };
 use crate::domain::{NewSite, PostOutcome, Room, Site};
@@ -541,8 +541,8 @@ impl AdminStore for SqlStore {
         limit: u64,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         self.bounded(async {
-            let mut query =
-                moderation_action::Entity::find().filter(moderation_action::Column::SiteId.eq(site_id));
+            let mut query = moderation_action::Entity::find()
+                .filter(moderation_action::Column::SiteId.eq(site_id));
             if let Some(before) = before {
                 query = query.filter(moderation_action::Column::Id.lt(before));
             }
@@ -591,7 +591,10 @@ impl AdminStore for SqlStore {
 
     async fn meta_value(&self, name: &str, generate: String) -> Result<String, StoreError> {
         self.bounded(async {
-            if let Some(found) = meta::Entity::find_by_id(name.to_owned()).one(&self.db).await? {
+            if let Some(found) = meta::Entity::find_by_id(name.to_owned())
+                .one(&self.db)
+                .await?
+            {
                 return Ok(found.value);
             }
             let inserted = {

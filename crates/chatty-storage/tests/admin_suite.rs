@@ -108,7 +108,11 @@ async fn a_delete_takes_its_own_seq_and_empties_the_message_once(backend: Backen
         .expect("delete again");
     assert!(!again.created, "a second delete returns the first event");
     assert_eq!(again.message.seq, 3);
-    let rows = f.store.messages_after(f.room.id, 0, 10).await.expect("read");
+    let rows = f
+        .store
+        .messages_after(f.room.id, 0, 10)
+        .await
+        .expect("read");
     let kinds: Vec<(u64, MessageKind, String)> = rows
         .iter()
         .map(|m| (m.seq, m.kind, m.body.clone()))
@@ -148,7 +152,11 @@ async fn a_clear_removes_every_earlier_message_and_keeps_later_ones(backend: Bac
     assert_eq!(clear.message.kind, MessageKind::Clear);
     let later = post(&f, "after", "new").await;
     assert_eq!(later, 5);
-    let rows = f.store.messages_after(f.room.id, 0, 10).await.expect("read");
+    let rows = f
+        .store
+        .messages_after(f.room.id, 0, 10)
+        .await
+        .expect("read");
     let removed: Vec<u64> = rows
         .iter()
         .filter(|m| m.kind == MessageKind::Removed && m.body.is_empty())
@@ -156,7 +164,12 @@ async fn a_clear_removes_every_earlier_message_and_keeps_later_ones(backend: Bac
         .collect();
     assert_eq!(removed, vec![1, 2, 3]);
     assert_eq!(rows.last().map(|m| m.body.as_str()), Some("new"));
-    let room = f.store.room(f.room.id).await.expect("room").expect("exists");
+    let room = f
+        .store
+        .room(f.room.id)
+        .await
+        .expect("room")
+        .expect("exists");
     assert_eq!(room.last_seq, 5, "no hole in the sequence");
 }
 
@@ -178,10 +191,17 @@ async fn deleting_what_is_not_a_chat_message_is_not_found(backend: Backend) {
     }
     // Removed by the clear, never deleted by itself: not found either.
     assert!(matches!(
-        f.store.moderate(f.room.id, Moderation::Delete { seq: 1 }).await,
+        f.store
+            .moderate(f.room.id, Moderation::Delete { seq: 1 })
+            .await,
         Err(StoreError::NotFound(_))
     ));
-    let room = f.store.room(f.room.id).await.expect("room").expect("exists");
+    let room = f
+        .store
+        .room(f.room.id)
+        .await
+        .expect("room")
+        .expect("exists");
     assert_eq!(room.last_seq, 2, "refused deletes take no seq");
 }
 
@@ -204,15 +224,26 @@ async fn tokens_are_found_by_hash_until_revoked(backend: Backend) {
         f.store.token_by_hash("hash-b").await.expect("lookup"),
         Some(moderator.clone())
     );
-    assert!(f.store.revoke_token(f.site_id, moderator.id).await.expect("revoke"));
+    assert!(
+        f.store
+            .revoke_token(f.site_id, moderator.id)
+            .await
+            .expect("revoke")
+    );
     assert_eq!(f.store.token_by_hash("hash-b").await.expect("lookup"), None);
     assert!(
-        !f.store.revoke_token(f.site_id + 1, owner.id).await.expect("revoke"),
+        !f.store
+            .revoke_token(f.site_id + 1, owner.id)
+            .await
+            .expect("revoke"),
         "another site's token is not this site's to revoke"
     );
     let listed = f.store.list_tokens(f.site_id).await.expect("list");
     assert_eq!(
-        listed.iter().map(|t| (t.label.as_str(), t.revoked)).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|t| (t.label.as_str(), t.revoked))
+            .collect::<Vec<_>>(),
         vec![("site owner", false), ("Bea", true)]
     );
 }
@@ -237,7 +268,10 @@ async fn bans_are_active_until_they_expire_or_are_lifted(backend: Backend) {
     assert_eq!(active.len(), 2);
     let later = Utc::now() + chrono::Duration::seconds(5);
     let active = f.store.active_bans(None, later).await.expect("active");
-    assert_eq!(active.iter().map(|b| b.id).collect::<Vec<_>>(), vec![long.id]);
+    assert_eq!(
+        active.iter().map(|b| b.id).collect::<Vec<_>>(),
+        vec![long.id]
+    );
     let lifted = f
         .store
         .lift_ban(f.site_id, long.id)
@@ -254,7 +288,10 @@ async fn bans_are_active_until_they_expire_or_are_lifted(backend: Backend) {
             .all(|b| b.id == short.id)
     );
     assert_eq!(
-        f.store.lift_ban(f.site_id + 1, short.id).await.expect("lift"),
+        f.store
+            .lift_ban(f.site_id + 1, short.id)
+            .await
+            .expect("lift"),
         None,
         "another site's ban"
     );
@@ -290,7 +327,13 @@ async fn the_audit_log_lists_newest_first_and_pages(backend: Backend) {
         next.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
         vec!["seq 1", "seq 0"]
     );
-    assert!(f.store.audit_log(f.site_id + 1, None, 3).await.expect("other").is_empty());
+    assert!(
+        f.store
+            .audit_log(f.site_id + 1, None, 3)
+            .await
+            .expect("other")
+            .is_empty()
+    );
 }
 
 async fn retention_deletes_only_old_messages(backend: Backend) {
@@ -310,8 +353,15 @@ async fn retention_deletes_only_old_messages(backend: Backend) {
         .await
         .expect("sweep");
     assert_eq!(deleted, 2, "one batch");
-    let left = f.store.messages_after(f.room.id, 0, 10).await.expect("read");
-    assert_eq!(left.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+    let left = f
+        .store
+        .messages_after(f.room.id, 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        left.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
     assert_eq!(post(&f, "r-new", "still numbered on").await, 6);
 }
 
@@ -344,7 +394,10 @@ async fn site_updates_keep_what_they_do_not_name(backend: Backend) {
         .await
         .expect("update");
     assert_eq!(updated.slow_mode_secs, 10);
-    assert_eq!(updated.allowed_origins, vec!["https://a.example".to_string()]);
+    assert_eq!(
+        updated.allowed_origins,
+        vec!["https://a.example".to_string()]
+    );
     let filter = chatty_protocol::moderation::WordFilter {
         mode: chatty_protocol::moderation::FilterMode::Reject,
         words: vec!["spam".into()],
@@ -363,7 +416,12 @@ async fn site_updates_keep_what_they_do_not_name(backend: Backend) {
         .expect("update");
     assert_eq!((updated.slow_mode_secs, updated.disabled), (10, true));
     assert_eq!(updated.word_filter, filter);
-    let read = f.store.site_by_id(f.site_id).await.expect("read").expect("site");
+    let read = f
+        .store
+        .site_by_id(f.site_id)
+        .await
+        .expect("read")
+        .expect("site");
     assert_eq!(read, updated);
 }
 
@@ -376,7 +434,8 @@ fn guards(redis: bool) -> (Arc<dyn Guard>, Arc<dyn Guard>) {
         let one: Arc<dyn Guard> = Arc::new(InMemoryGuard::default());
         return (Arc::clone(&one), one);
     }
-    let url = std::env::var("CHATTY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url =
+        std::env::var("CHATTY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("chatty_test_guard_{}:", uuid::Uuid::new_v4().simple());
     let node = || -> Arc<dyn Guard> {
         let client = RedisClient::new(RedisOptions {
@@ -433,16 +492,24 @@ async fn a_ban_refuses_the_guest_and_the_address_on_every_node_until_lifted(redi
     let until = Utc::now() + chrono::Duration::seconds(60);
     one.ban(1, Some("bad"), None, until).await.expect("ban");
     assert_eq!(
-        two.admit_send(&check("bad", "m1", "f1")).await.expect("check"),
+        two.admit_send(&check("bad", "m1", "f1"))
+            .await
+            .expect("check"),
         Admission::Banned
     );
     assert_eq!(
-        two.admit_send(&check("good", "m2", "f2")).await.expect("check"),
+        two.admit_send(&check("good", "m2", "f2"))
+            .await
+            .expect("check"),
         Admission::Allowed
     );
-    one.ban(1, None, Some("iphash"), until).await.expect("ban ip");
+    one.ban(1, None, Some("iphash"), until)
+        .await
+        .expect("ban ip");
     assert_eq!(
-        two.admit_send(&check("good", "m3", "f3")).await.expect("check"),
+        two.admit_send(&check("good", "m3", "f3"))
+            .await
+            .expect("check"),
         Admission::Banned,
         "same address, other guest"
     );
@@ -455,9 +522,13 @@ async fn a_ban_refuses_the_guest_and_the_address_on_every_node_until_lifted(redi
         Admission::Allowed,
         "a ban is per site"
     );
-    one.unban(1, Some("bad"), Some("iphash")).await.expect("unban");
+    one.unban(1, Some("bad"), Some("iphash"))
+        .await
+        .expect("unban");
     assert_eq!(
-        two.admit_send(&check("bad", "m5", "f5")).await.expect("check"),
+        two.admit_send(&check("bad", "m5", "f5"))
+            .await
+            .expect("check"),
         Admission::Allowed
     );
 }
@@ -468,7 +539,10 @@ async fn slow_mode_admits_one_message_per_interval_and_its_retries(redis: bool) 
         slow_mode: Duration::from_millis(400),
         ..check("ann", id, fp)
     };
-    assert_eq!(one.admit_send(&slow("m1", "f1")).await.expect("check"), Admission::Allowed);
+    assert_eq!(
+        one.admit_send(&slow("m1", "f1")).await.expect("check"),
+        Admission::Allowed
+    );
     assert_eq!(
         two.admit_send(&slow("m1", "f1")).await.expect("check"),
         Admission::Allowed,
@@ -490,7 +564,10 @@ async fn slow_mode_admits_one_message_per_interval_and_its_retries(redis: bool) 
         "slow mode is per guest"
     );
     tokio::time::sleep(Duration::from_millis(450)).await;
-    assert_eq!(one.admit_send(&slow("m2", "f2")).await.expect("check"), Admission::Allowed);
+    assert_eq!(
+        one.admit_send(&slow("m2", "f2")).await.expect("check"),
+        Admission::Allowed
+    );
 }
 
 async fn the_same_text_again_is_refused_but_its_retry_is_not(redis: bool) {
@@ -499,7 +576,10 @@ async fn the_same_text_again_is_refused_but_its_retry_is_not(redis: bool) {
         repeat_window: Duration::from_secs(30),
         ..check("ann", id, fp)
     };
-    assert_eq!(one.admit_send(&repeat("m1", "same")).await.expect("check"), Admission::Allowed);
+    assert_eq!(
+        one.admit_send(&repeat("m1", "same")).await.expect("check"),
+        Admission::Allowed
+    );
     assert_eq!(
         two.admit_send(&repeat("m1", "same")).await.expect("check"),
         Admission::Allowed,
@@ -548,10 +628,16 @@ async fn a_bucket_admits_its_burst_across_nodes_then_says_when_to_come_back(redi
     }
     assert_eq!(admitted, 3, "the burst, counted across both nodes");
     match refusal {
-        Some(Admission::Limited { bucket, retry_after }) => {
+        Some(Admission::Limited {
+            bucket,
+            retry_after,
+        }) => {
             assert_eq!(bucket, "guest");
             // 6 a minute: a token every 10 s.
-            assert!(retry_after > Duration::from_secs(5) && retry_after <= Duration::from_secs(10), "{retry_after:?}");
+            assert!(
+                retry_after > Duration::from_secs(5) && retry_after <= Duration::from_secs(10),
+                "{retry_after:?}"
+            );
         }
         other => panic!("expected a limit, got {other:?}"),
     }
@@ -570,14 +656,28 @@ async fn a_join_is_refused_to_a_banned_address_and_counted_in_its_bucket(redis: 
             per_minute: 1,
         }],
     };
-    assert_eq!(one.admit_join(&join(None)).await.expect("join"), Admission::Allowed);
-    assert_eq!(two.admit_join(&join(Some("g"))).await.expect("join"), Admission::Allowed);
+    assert_eq!(
+        one.admit_join(&join(None)).await.expect("join"),
+        Admission::Allowed
+    );
+    assert_eq!(
+        two.admit_join(&join(Some("g"))).await.expect("join"),
+        Admission::Allowed
+    );
     assert!(matches!(
         one.admit_join(&join(None)).await.expect("join"),
         Admission::Limited { bucket: "join", .. }
     ));
-    two.ban(1, None, Some("joiner"), Utc::now() + chrono::Duration::seconds(30))
-        .await
-        .expect("ban");
-    assert_eq!(one.admit_join(&join(None)).await.expect("join"), Admission::Banned);
+    two.ban(
+        1,
+        None,
+        Some("joiner"),
+        Utc::now() + chrono::Duration::seconds(30),
+    )
+    .await
+    .expect("ban");
+    assert_eq!(
+        one.admit_join(&join(None)).await.expect("join"),
+        Admission::Banned
+    );
 }

@@ -82,15 +82,15 @@ pub fn normalize_origin(text: &str) -> Option<String> {
     let host_ok = !host.is_empty()
         && host.len() <= 253
         && (host.starts_with('[')
-            || host
-                .split('.')
-                .all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                        && !label.starts_with('-')
-                        && !label.ends_with('-')
-                }));
+            || host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }));
     if !host_ok {
         return None;
     }
@@ -241,7 +241,9 @@ pub async fn principal(
             "This admin token is not valid (unknown or revoked).",
         )
     };
-    if secret.len() > 200 || !(secret.starts_with("chatty_adm_") || secret.starts_with("chatty_mod_")) {
+    if secret.len() > 200
+        || !(secret.starts_with("chatty_adm_") || secret.starts_with("chatty_mod_"))
+    {
         return Err(invalid());
     }
     let token = admin

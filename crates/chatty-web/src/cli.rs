@@ -156,7 +156,12 @@ pub async fn run_site(settings: &Settings, command: SiteCommand) -> Result<Strin
         } => {
             let created = crate::admin::create_site(&store, &name, &origins).await?;
             let site = &created.site;
-            audit(site, "create_site", json!({"name": site.name, "origins": site.allowed_origins})).await?;
+            audit(
+                site,
+                "create_site",
+                json!({"name": site.name, "origins": site.allowed_origins}),
+            )
+            .await?;
             let base = public_url(settings);
             let snippet = snippet(&base, &site.key);
             if json {
@@ -193,14 +198,12 @@ pub async fn run_site(settings: &Settings, command: SiteCommand) -> Result<Strin
             }
             Ok(out)
         }
-        SiteCommand::Update {
-            key,
-            origins,
-            name,
-        } => {
+        SiteCommand::Update { key, origins, name } => {
             let site = site_by_key(&key).await?;
             if origins.is_empty() && name.is_none() {
-                return Err(CliError::Invalid("give --origin (repeatable) and/or --name".into()));
+                return Err(CliError::Invalid(
+                    "give --origin (repeatable) and/or --name".into(),
+                ));
             }
             let update = SiteUpdate {
                 name: name
@@ -237,7 +240,12 @@ pub async fn run_site(settings: &Settings, command: SiteCommand) -> Result<Strin
             let token = store
                 .create_token(site.id, role, label, &hash_secret(&secret))
                 .await?;
-            audit(&site, "create_token", json!({"role": role, "label": label, "id": token.id})).await?;
+            audit(
+                &site,
+                "create_token",
+                json!({"role": role, "label": label, "id": token.id}),
+            )
+            .await?;
             Ok(format!(
                 "A {} token for {} ({label}), shown only now:\n\n  {secret}\n",
                 role.as_str(),
@@ -302,6 +310,8 @@ async fn announce(settings: &Settings, site_id: i64) {
         Err(e) => Err(e),
     };
     if let Err(error) = result {
-        eprintln!("note: running nodes could not be told at once ({error}); they see the change within 30 s");
+        eprintln!(
+            "note: running nodes could not be told at once ({error}); they see the change within 30 s"
+        );
     }
 }

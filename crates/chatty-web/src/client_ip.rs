@@ -153,7 +153,10 @@ impl IpHasher {
 
 /// Is this a well-formed IP hash (as moderators paste them)?
 pub fn is_ip_hash(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 #[cfg(test)]
@@ -162,7 +165,8 @@ mod tests {
     use actix_web::test::TestRequest;
 
     fn client(trusted: &[&str], peer: &str, forwarded: Option<&str>) -> Option<String> {
-        let finder = ClientAddress::new(&trusted.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        let finder =
+            ClientAddress::new(&trusted.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
         let mut req = TestRequest::default().peer_addr(peer.parse().expect("peer"));
         if let Some(value) = forwarded {
             req = req.insert_header(("x-forwarded-for", value));
@@ -195,11 +199,21 @@ mod tests {
             Some("127.0.0.1")
         );
         assert_eq!(
-            client(&["127.0.0.1"], "127.0.0.1:5000", Some("not an address, 198.51.100.7")).as_deref(),
+            client(
+                &["127.0.0.1"],
+                "127.0.0.1:5000",
+                Some("not an address, 198.51.100.7")
+            )
+            .as_deref(),
             Some("198.51.100.7")
         );
         assert_eq!(
-            client(&["127.0.0.1"], "127.0.0.1:5000", Some("198.51.100.7, garbage")).as_deref(),
+            client(
+                &["127.0.0.1"],
+                "127.0.0.1:5000",
+                Some("198.51.100.7, garbage")
+            )
+            .as_deref(),
             Some("127.0.0.1"),
             "garbage right of the client: nothing beyond the peer is believed"
         );

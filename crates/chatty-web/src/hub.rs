@@ -58,8 +58,8 @@ use chatty_protocol::event::{Event, LeaveReason, Member, MessageView, ResetReaso
 use chatty_protocol::moderation::nickname_key;
 use chatty_protocol::{ErrorCode, RoomCursor};
 use chatty_storage::{
-    EventBus, MessageKind, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches, Store,
-    StoredMessage,
+    EventBus, MessageKind, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore,
+    RoomTouches, Store, StoredMessage,
 };
 
 use actix_web::http::header::HeaderValue;
@@ -406,9 +406,7 @@ impl RoomInner {
 
     /// The first seq the window holds (`last_seq + 1` when empty).
     fn window_start(&self) -> u64 {
-        self.window
-            .front()
-            .map_or(self.last_seq + 1, |m| m.seq)
+        self.window.front().map_or(self.last_seq + 1, |m| m.seq)
     }
 
     fn push_window(&mut self, message: &StoredMessage, capacity: usize) {
@@ -1398,15 +1396,12 @@ impl Hub {
                     ..current
                 };
                 let body = batch_json(
-                    presence
-                        .iter()
-                        .map(|s| &**s)
-                        .chain(
-                            messages
-                                .iter()
-                                .map(|m| &*m.event_json)
-                                .filter(|e| !e.is_empty()),
-                        ),
+                    presence.iter().map(|s| &**s).chain(
+                        messages
+                            .iter()
+                            .map(|m| &*m.event_json)
+                            .filter(|e| !e.is_empty()),
+                    ),
                     &next,
                     last < current.seq,
                 );
@@ -1487,15 +1482,12 @@ impl Hub {
                         let messages = window_after(&inner, &cursor, usize::MAX);
                         if cursor != current || !presence.is_empty() || !messages.is_empty() {
                             catch_up.push_back(Arc::new(LiveFrame::new(
-                                presence
-                                    .iter()
-                                    .map(|s| &**s)
-                                    .chain(
-                                        messages
-                                            .iter()
-                                            .map(|m| &*m.event_json)
-                                            .filter(|e| !e.is_empty()),
-                                    ),
+                                presence.iter().map(|s| &**s).chain(
+                                    messages
+                                        .iter()
+                                        .map(|m| &*m.event_json)
+                                        .filter(|e| !e.is_empty()),
+                                ),
                                 current,
                                 false,
                             )));

@@ -248,7 +248,11 @@ pub async fn admit_send(
             ),
         ));
     }
-    let body = match state.word_filters.for_site(site).map(|f| f.apply(body.as_str())) {
+    let body = match state
+        .word_filters
+        .for_site(site)
+        .map(|f| f.apply(body.as_str()))
+    {
         None | Some(FilterOutcome::Clean) => body,
         Some(FilterOutcome::Rejected { .. }) => {
             return Err(ApiError::client(

@@ -12,9 +12,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use chatty_storage::bus::BusReceiver;
 use chatty_storage::{
-    AdminStore, BusEvent, EventBus, Guard, InMemoryGuard, InMemoryPresence, InProcessBus,
-    NewSite, PresenceStore, QueryStats, RedisBus, RedisClient, RedisGuard, RedisOptions,
-    RedisPresence, RedisStats, SqlStore, SqlStoreOptions, Store,
+    AdminStore, BusEvent, EventBus, Guard, InMemoryGuard, InMemoryPresence, InProcessBus, NewSite,
+    PresenceStore, QueryStats, RedisBus, RedisClient, RedisGuard, RedisOptions, RedisPresence,
+    RedisStats, SqlStore, SqlStoreOptions, Store,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;

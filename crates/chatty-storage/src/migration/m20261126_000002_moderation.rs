@@ -205,8 +205,16 @@ impl MigrationTrait for Migration {
             .await?;
         // Plain indexes separately: SQLite has no inline `INDEX` clause.
         for (table, name, columns) in [
-            ("bans", "ix_bans_site_expiry", &["site_id", "expires_at_ms"][..]),
-            ("moderation_actions", "ix_moderation_actions_site", &["site_id", "id"][..]),
+            (
+                "bans",
+                "ix_bans_site_expiry",
+                &["site_id", "expires_at_ms"][..],
+            ),
+            (
+                "moderation_actions",
+                "ix_moderation_actions_site",
+                &["site_id", "id"][..],
+            ),
         ] {
             if !has_index(manager, table, name).await? {
                 let mut index = Index::create();
@@ -240,4 +248,3 @@ impl MigrationTrait for Migration {
         Ok(())
     }
 }
-

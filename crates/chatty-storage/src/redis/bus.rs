@@ -91,7 +91,6 @@ pub async fn announce_site_changed(redis: &RedisClient, site_id: i64) -> Result<
 }
 
 impl RedisBus {
-
     fn recent_key(&self, room_id: i64) -> String {
         self.redis.key(&format!("room:{room_id}:recent"))
     }

@@ -56,8 +56,7 @@ pub async fn join(
         &visitor,
     )
     .await?;
-    let guest_id =
-        earlier_guest.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let guest_id = earlier_guest.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let snapshot = state
         .hub
         .join(&room_state, &guest_id, nickname.as_str())

@@ -20,8 +20,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chatty_protocol::api::PollQuery;
 use chatty_protocol::{ErrorCode, RoomCursor};
 
-use super::auth::{authenticate, check_token_origin};
 use super::auth::parse_cursor;
+use super::auth::{authenticate, check_token_origin};
 use crate::connections::Transport;
 use crate::error::ApiError;
 use crate::hub::RoomState;

@@ -20,7 +20,13 @@ struct Site {
     moderator: String,
 }
 
-async fn admin(node: &TestApp, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
+async fn admin(
+    node: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Value {
     let mut request = node
         .client
         .request(method, node.url(&format!("/api/v1/admin{path}")))
@@ -36,9 +42,10 @@ async fn admin(node: &TestApp, method: Method, path: &str, token: &str, body: Op
 }
 
 async fn create_site(node: &TestApp) -> Site {
-    let created = chatty_web::admin::create_site(node.state.admin.as_ref(), "Shop", &[ORIGIN.into()])
-        .await
-        .expect("site");
+    let created =
+        chatty_web::admin::create_site(node.state.admin.as_ref(), "Shop", &[ORIGIN.into()])
+            .await
+            .expect("site");
     let key = created.site.key.clone();
     let moderator = admin(
         node,
@@ -106,7 +113,12 @@ async fn a_banned_guest_cannot_send_on_any_node() {
     let site = create_site(&nodes[0]).await;
     let troll = joined(&nodes[0], &site.key, "Troll").await;
     for (i, node) in nodes.iter().enumerate() {
-        assert_eq!(send(node, &troll, &format!("before-{i}"), &format!("hi {i}")).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            send(node, &troll, &format!("before-{i}"), &format!("hi {i}"))
+                .await
+                .status(),
+            StatusCode::CREATED
+        );
     }
     admin(
         &nodes[1],
@@ -118,11 +130,21 @@ async fn a_banned_guest_cannot_send_on_any_node() {
     .await;
     // No wait: the ban is in Redis before the moderator's answer.
     for (i, node) in nodes.iter().enumerate() {
-        assert_error(send(node, &troll, &format!("after-{i}"), "spam").await, 403, ErrorCode::Banned).await;
+        assert_error(
+            send(node, &troll, &format!("after-{i}"), "spam").await,
+            403,
+            ErrorCode::Banned,
+        )
+        .await;
     }
     // A node started later (its guard rebuilt from MySQL) refuses too.
     let late = helpers::spawn_node(std::sync::Arc::clone(&nodes[0].db), cluster_settings).await;
-    assert_error(send(&late, &troll, "late", "spam").await, 403, ErrorCode::Banned).await;
+    assert_error(
+        send(&late, &troll, "late", "spam").await,
+        403,
+        ErrorCode::Banned,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -132,7 +154,12 @@ async fn slow_mode_and_site_changes_hold_on_every_node_at_once() {
     let ann = joined(&nodes[0], &site.key, "Ann").await;
     // Every node reads (and caches) the site first.
     for (i, node) in nodes.iter().enumerate() {
-        assert_eq!(send(node, &ann, &format!("warm-{i}"), &format!("warm {i}")).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            send(node, &ann, &format!("warm-{i}"), &format!("warm {i}"))
+                .await
+                .status(),
+            StatusCode::CREATED
+        );
     }
     admin(
         &nodes[0],
@@ -146,7 +173,10 @@ async fn slow_mode_and_site_changes_hold_on_every_node_at_once() {
     let mut refused_on_every_node = false;
     for _ in 0..50 {
         let first = send(&nodes[1], &ann, "slow-1", "one").await.status();
-        assert!(first == StatusCode::CREATED || first == StatusCode::OK, "{first}");
+        assert!(
+            first == StatusCode::CREATED || first == StatusCode::OK,
+            "{first}"
+        );
         let statuses = [
             send(&nodes[2], &ann, "slow-2", "two").await.status(),
             send(&nodes[0], &ann, "slow-3", "three").await.status(),
@@ -157,8 +187,16 @@ async fn slow_mode_and_site_changes_hold_on_every_node_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(refused_on_every_node, "slow mode is enforced by the other nodes");
-    assert_error(send(&nodes[2], &ann, "slow-4", "four").await, 429, ErrorCode::SlowMode).await;
+    assert!(
+        refused_on_every_node,
+        "slow mode is enforced by the other nodes"
+    );
+    assert_error(
+        send(&nodes[2], &ann, "slow-4", "four").await,
+        429,
+        ErrorCode::SlowMode,
+    )
+    .await;
     // A new origin list: the old origin is refused by every node.
     admin(
         &nodes[2],
@@ -178,8 +216,17 @@ async fn slow_mode_and_site_changes_hold_on_every_node_at_once() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(refused, "node on {} still allows the old origin", node.address);
-        assert_eq!(join(node, &site.key, &nickname, "https://new.example").await.status(), StatusCode::OK);
+        assert!(
+            refused,
+            "node on {} still allows the old origin",
+            node.address
+        );
+        assert_eq!(
+            join(node, &site.key, &nickname, "https://new.example")
+                .await
+                .status(),
+            StatusCode::OK
+        );
     }
 }
 
@@ -207,7 +254,11 @@ async fn rate_limits_hold_across_nodes() {
     let bob = joined(&nodes[1], &site.key, "Bob").await;
     let mut admitted = 0;
     for i in 0..6 {
-        if send(&nodes[i % 3], &bob, &format!("b{i}"), &format!("bob {i}")).await.status() == StatusCode::CREATED {
+        if send(&nodes[i % 3], &bob, &format!("b{i}"), &format!("bob {i}"))
+            .await
+            .status()
+            == StatusCode::CREATED
+        {
             admitted += 1;
         }
     }
@@ -220,15 +271,32 @@ async fn a_deleted_message_vanishes_from_history_and_from_a_live_websocket_on_an
     let site = create_site(&nodes[0]).await;
     let ann = joined(&nodes[0], &site.key, "Ann").await;
     let bob = joined(&nodes[1], &site.key, "Bob").await;
-    let mut bob_ws = WsClient::connect(&ws_url(&nodes[1].address, &bob, &bob.cursor.to_string()), Some(ORIGIN))
-        .await
-        .expect("WebSocket on node 2");
-    assert_eq!(send(&nodes[0], &ann, "m1", "hello").await.status(), StatusCode::CREATED);
-    assert_eq!(send(&nodes[0], &ann, "m2", "something rude").await.status(), StatusCode::CREATED);
+    let mut bob_ws = WsClient::connect(
+        &ws_url(&nodes[1].address, &bob, &bob.cursor.to_string()),
+        Some(ORIGIN),
+    )
+    .await
+    .expect("WebSocket on node 2");
+    assert_eq!(
+        send(&nodes[0], &ann, "m1", "hello").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send(&nodes[0], &ann, "m2", "something rude").await.status(),
+        StatusCode::CREATED
+    );
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        match tokio::time::timeout(Duration::from_secs(5), bob_ws.next_event()).await.expect("a frame") {
-            WsEvent::Batch(batch) => seen.extend(batch.events.into_iter().filter(|e| matches!(e, Event::Message { .. }))),
+        match tokio::time::timeout(Duration::from_secs(5), bob_ws.next_event())
+            .await
+            .expect("a frame")
+        {
+            WsEvent::Batch(batch) => seen.extend(
+                batch
+                    .events
+                    .into_iter()
+                    .filter(|e| matches!(e, Event::Message { .. })),
+            ),
             WsEvent::Closed(frame) => panic!("closed: {frame:?}"),
         }
     }
@@ -242,21 +310,42 @@ async fn a_deleted_message_vanishes_from_history_and_from_a_live_websocket_on_an
     .await;
     assert_eq!(deleted["event_seq"], 3);
     let told = loop {
-        match tokio::time::timeout(Duration::from_secs(5), bob_ws.next_event()).await.expect("the delete event") {
+        match tokio::time::timeout(Duration::from_secs(5), bob_ws.next_event())
+            .await
+            .expect("the delete event")
+        {
             WsEvent::Batch(batch) => {
-                if let Some(event) = batch.events.into_iter().find(|e| !matches!(e, Event::Join { .. } | Event::Members { .. } | Event::Leave { .. })) {
+                if let Some(event) = batch.events.into_iter().find(|e| {
+                    !matches!(
+                        e,
+                        Event::Join { .. } | Event::Members { .. } | Event::Leave { .. }
+                    )
+                }) {
                     break event;
                 }
             }
             WsEvent::Closed(frame) => panic!("closed: {frame:?}"),
         }
     };
-    assert_eq!(told, Event::Delete { seq: 3, deleted_seq: 2 });
+    assert_eq!(
+        told,
+        Event::Delete {
+            seq: 3,
+            deleted_seq: 2
+        }
+    );
     // History on every node: joins and late polls no longer have it.
     for (i, node) in nodes.iter().enumerate() {
         let joiner = joined(node, &site.key, &format!("Late{i}")).await;
-        assert_eq!(joiner.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1], "node {i}");
-        let from_start = chatty_protocol::RoomCursor { seq: 0, ..joiner.cursor };
+        assert_eq!(
+            joiner.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![1],
+            "node {i}"
+        );
+        let from_start = chatty_protocol::RoomCursor {
+            seq: 0,
+            ..joiner.cursor
+        };
         let poll: PollResponse = node
             .client
             .get(node.url(&format!("/api/v1/rooms/{}/events", joiner.room.id)))
@@ -269,6 +358,9 @@ async fn a_deleted_message_vanishes_from_history_and_from_a_live_websocket_on_an
             .await
             .expect("poll answer");
         let text = serde_json::to_string(&poll.events).expect("json");
-        assert!(!text.contains("rude"), "node {i} handed out the deleted text: {text}");
+        assert!(
+            !text.contains("rude"),
+            "node {i} handed out the deleted text: {text}"
+        );
     }
 }
