@@ -210,7 +210,10 @@ async fn nginx_refuses_with_chattys_json_errors_and_hides_metrics() {
 async fn metrics_show_every_family_an_operator_watches() {
     let edge = Edge::start_with(
         1,
-        vec![("CHATTY__CHAT__SENDS_PER_MINUTE".into(), "1".into())],
+        vec![
+            ("CHATTY__CHAT__SENDS_PER_MINUTE".into(), "1".into()),
+            ("CHATTY__LIMITS__GUEST_BURST".into(), "1".into()),
+        ],
     )
     .await;
     let base = edge.base();
