@@ -11,6 +11,7 @@ mod helpers;
 mod proxy;
 
 mod faults;
+mod hostile;
 mod moderation;
 mod nodes;
 mod push;
