@@ -29,10 +29,47 @@ use tokio::sync::broadcast;
 
 use super::RedisClient;
 use crate::bus::{BusEvent, BusReceiver, EventBus};
-use crate::domain::StoredMessage;
+use crate::domain::{MessageKind, StoredMessage};
 use crate::error::StoreError;
 
 const PUBLISH_MESSAGE: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) > last then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"#;
+
+/// A moderation event also takes what it removes out of the history, in the
+/// same script: the rows keep their place (their seq) with the body emptied
+/// and `kind` removed, so no node or catching-up client reads the text from
+/// Redis after the event is published. ARGV[7]: `delete` (ARGV[8]: the
+/// target seq) or `clear` (everything before ARGV[1]).
+const PUBLISH_MODERATION: &str = r#"
+local lo, hi
+if ARGV[7] == 'delete' then
+  lo = ARGV[8]
+  hi = ARGV[8]
+else
+  lo = '-inf'
+  hi = '(' .. ARGV[1]
+end
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], lo, hi, 'WITHSCORES')
+for i = 1, #rows, 2 do
+  local ok, row = pcall(cjson.decode, rows[i])
+  if ok and type(row) == 'table' and row.kind == nil then
+    redis.call('ZREM', KEYS[1], rows[i])
+    row.body = ''
+    row.kind = {type = 'removed'}
+    redis.call('ZADD', KEYS[1], rows[i + 1], cjson.encode(row))
+  end
+end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -53,6 +90,7 @@ pub struct RedisBus {
     local: broadcast::Sender<BusEvent>,
     connected: Arc<AtomicBool>,
     publish_script: Arc<Script>,
+    moderation_script: Arc<Script>,
 }
 
 impl RedisBus {
@@ -69,6 +107,7 @@ impl RedisBus {
             local,
             connected: Arc::new(AtomicBool::new(false)),
             publish_script: Arc::new(Script::new(PUBLISH_MESSAGE)),
+            moderation_script: Arc::new(Script::new(PUBLISH_MODERATION)),
         };
         let task = tokio::spawn(subscription(bus.clone(), node_id, heartbeat));
         (bus, task)
@@ -124,7 +163,11 @@ impl EventBus for RedisBus {
             message: message.clone(),
         })
         .map_err(|e| StoreError::Other(e.to_string()))?;
-        let mut invocation = self.publish_script.prepare_invoke();
+        let script = match message.kind {
+            MessageKind::Delete { .. } | MessageKind::Clear => &self.moderation_script,
+            MessageKind::Chat | MessageKind::Removed => &self.publish_script,
+        };
+        let mut invocation = script.prepare_invoke();
         invocation
             .key(self.recent_key(message.room_id))
             .key(self.last_key(message.room_id))
@@ -134,6 +177,15 @@ impl EventBus for RedisBus {
             .arg(self.ttl_ms())
             .arg(self.channel())
             .arg(envelope);
+        match message.kind {
+            MessageKind::Delete { target } => {
+                invocation.arg("delete").arg(target);
+            }
+            MessageKind::Clear => {
+                invocation.arg("clear").arg(0);
+            }
+            MessageKind::Chat | MessageKind::Removed => {}
+        }
         self.redis
             .call(async |c| invocation.invoke_async::<i64>(c).await)
             .await

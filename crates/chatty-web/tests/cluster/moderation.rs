@@ -334,6 +334,26 @@ async fn a_deleted_message_vanishes_from_history_and_from_a_live_websocket_on_an
             deleted_seq: 2
         }
     );
+    // Nor does Redis keep the text: the history row is emptied with the event.
+    let history = nodes[0]
+        .state
+        .bus
+        .history_after(ann.room.id, 0, 10)
+        .await
+        .expect("history")
+        .expect("the history holds the room");
+    let rows: Vec<(u64, chatty_storage::MessageKind, &str)> = history
+        .iter()
+        .map(|m| (m.seq, m.kind, m.body.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (1, chatty_storage::MessageKind::Chat, "hello"),
+            (2, chatty_storage::MessageKind::Removed, ""),
+            (3, chatty_storage::MessageKind::Delete { target: 2 }, ""),
+        ]
+    );
     // History on every node: joins and late polls no longer have it.
     for (i, node) in nodes.iter().enumerate() {
         let joiner = joined(node, &site.key, &format!("Late{i}")).await;
