@@ -131,6 +131,8 @@ struct RoomInner {
     /// [`chatty_protocol::moderation::nickname_key`]) → the guests using it,
     /// so a join can refuse an impersonation without scanning the room.
     nickname_keys: HashMap<String, Vec<String>>,
+    /// guest id → its nickname's look-alike key (computed once per nickname).
+    member_keys: HashMap<String, String>,
     /// Join/leave events by the presence version they produced.
     presence_log: VecDeque<(u64, Arc<str>)>,
     /// Presence changes that arrived ahead of a hole (same epoch).
@@ -322,6 +324,7 @@ impl RoomInner {
             presence_version: 0,
             members: HashMap::new(),
             nickname_keys: HashMap::new(),
+            member_keys: HashMap::new(),
             presence_log: VecDeque::new(),
             presence_pending: BTreeMap::new(),
             presence_stale: true,
@@ -453,6 +456,29 @@ impl RoomInner {
         }
     }
 
+    /// Moves `last_seq` up to `next - 1` over seqs that no longer exist
+    /// (removed placeholders keep the window contiguous), then applies what
+    /// was waiting behind them.
+    fn skip_gone(&mut self, next: u64, capacity: usize) {
+        if next.saturating_sub(self.last_seq) > capacity as u64 {
+            self.window.clear();
+            self.last_seq = next - 1;
+        }
+        while self.last_seq + 1 < next {
+            self.last_seq += 1;
+            self.window.push_back(WindowMessage::removed(self.last_seq));
+            while self.window.len() > capacity {
+                self.window.pop_front();
+            }
+        }
+        while let Some(waiting) = self.pending.remove(&(self.last_seq + 1)) {
+            self.push_window(&waiting, capacity);
+        }
+        let last = self.last_seq;
+        self.pending.retain(|seq, _| *seq > last);
+        self.changed.notify_waiters();
+    }
+
     /// Accepts a message in any order. Returns `true` when a hole is open and
     /// no fill is scheduled yet (the caller schedules one).
     fn accept(&mut self, message: StoredMessage, capacity: usize) -> bool {
@@ -481,14 +507,17 @@ impl RoomInner {
         let key = nickname_key(nickname);
         if !key.is_empty() {
             self.nickname_keys
-                .entry(key)
+                .entry(key.clone())
                 .or_default()
                 .push(guest_id.to_owned());
         }
+        self.member_keys.insert(guest_id.to_owned(), key);
     }
 
-    fn forget_nickname(&mut self, guest_id: &str, nickname: &str) {
-        let key = nickname_key(nickname);
+    fn forget_nickname(&mut self, guest_id: &str) {
+        let Some(key) = self.member_keys.remove(guest_id) else {
+            return;
+        };
         if let Some(guests) = self.nickname_keys.get_mut(&key) {
             guests.retain(|g| g != guest_id);
             if guests.is_empty() {
@@ -510,17 +539,17 @@ impl RoomInner {
     fn apply_change(&mut self, change: &PresenceChange, log_capacity: usize) {
         match change.kind {
             PresenceKind::Join => {
-                if let Some(old) = self
+                let old = self
                     .members
-                    .insert(change.guest_id.clone(), change.nickname.clone())
-                {
-                    self.forget_nickname(&change.guest_id, &old);
+                    .insert(change.guest_id.clone(), change.nickname.clone());
+                if old.as_deref() != Some(change.nickname.as_str()) {
+                    self.forget_nickname(&change.guest_id);
+                    self.index_nickname(&change.guest_id, &change.nickname);
                 }
-                self.index_nickname(&change.guest_id, &change.nickname);
             }
             PresenceKind::Left | PresenceKind::Timeout => {
-                if let Some(old) = self.members.remove(&change.guest_id) {
-                    self.forget_nickname(&change.guest_id, &old);
+                if self.members.remove(&change.guest_id).is_some() {
+                    self.forget_nickname(&change.guest_id);
                 }
             }
         }
@@ -590,15 +619,25 @@ impl RoomInner {
         }
         self.epoch = snapshot.epoch;
         self.presence_version = snapshot.version;
+        // The look-alike keys of members whose nickname did not change are
+        // kept: a snapshot of a big room must not recompute them all while
+        // the room is locked.
+        let old_members = std::mem::take(&mut self.members);
+        let old_keys = std::mem::take(&mut self.member_keys);
         self.members = snapshot.members.into_iter().collect();
         self.nickname_keys.clear();
-        let members: Vec<(String, String)> = self
-            .members
-            .iter()
-            .map(|(g, n)| (g.clone(), n.clone()))
-            .collect();
-        for (guest, nickname) in members {
-            self.index_nickname(&guest, &nickname);
+        for (guest, nickname) in &self.members {
+            let key = match (old_members.get(guest), old_keys.get(guest)) {
+                (Some(old), Some(key)) if old == nickname => key.clone(),
+                _ => nickname_key(nickname),
+            };
+            if !key.is_empty() {
+                self.nickname_keys
+                    .entry(key.clone())
+                    .or_default()
+                    .push(guest.clone());
+            }
+            self.member_keys.insert(guest.clone(), key);
         }
         self.presence_log.clear();
         self.presence_stale = false;
@@ -822,6 +861,7 @@ impl Hub {
             return Ok(room);
         }
         let window = self.settings.window_messages;
+        let mut empty_at = 0;
         let recent = match self.bus.recent(room_id, window).await {
             Ok(Some(recent)) => recent,
             other => {
@@ -837,13 +877,18 @@ impl Hub {
                 if let Err(error) = self.bus.backfill(room_id, &recent, stored.last_seq).await {
                     tracing::debug!(room = room_id, %error, "could not refill the history");
                 }
+                if recent.is_empty() {
+                    // Every message is gone (retention): the room goes on
+                    // from its counter, not from zero.
+                    empty_at = stored.last_seq;
+                }
                 recent
             }
         };
         let mut inner = RoomInner::new(Instant::now());
         inner.stats = Arc::clone(&self.stats);
         inner.member_list_max = self.settings.member_list_max;
-        inner.last_seq = recent.first().map_or(0, |m| m.seq - 1);
+        inner.last_seq = recent.first().map_or(empty_at, |m| m.seq - 1);
         for message in &recent {
             inner.push_window(message, window);
         }
@@ -964,12 +1009,24 @@ impl Hub {
             tracing::debug!(room = room.id, from, upto, "filling a sequence gap");
             let count = usize::try_from(upto - from).unwrap_or(usize::MAX);
             let found = match self.bus.history_after(room.id, from, count).await {
-                Ok(Some(messages)) => Ok(messages),
-                _ => self.store.messages_after(room.id, from, upto - from).await,
+                Ok(Some(messages)) => Ok((messages, false)),
+                _ => self
+                    .store
+                    .messages_after(room.id, from, upto - from)
+                    .await
+                    .map(|messages| (messages, true)),
             };
             match found {
-                Ok(messages) => {
+                Ok((messages, from_store)) => {
                     let mut inner = lock(&room);
+                    // Sequence numbers are committed in order, so a seq the
+                    // store no longer has below one it has was deleted
+                    // (retention): skip it instead of waiting for ever.
+                    let first_present = messages.first().map_or(upto, |m| m.seq);
+                    if from_store && inner.last_seq == from && first_present > from + 1 {
+                        tracing::debug!(room = room.id, from, first_present, "skipping deleted seqs");
+                        inner.skip_gone(first_present, self.settings.window_messages);
+                    }
                     for message in messages {
                         inner.accept(message, self.settings.window_messages);
                     }
@@ -1119,24 +1176,28 @@ impl Hub {
         }
         let mut inner = lock(room);
         inner.last_active = Instant::now();
-        let skip = inner
-            .window
-            .len()
-            .saturating_sub(self.settings.history_messages);
         Ok(JoinSnapshot {
             members: inner.member_list(self.settings.member_list_max),
             member_count: inner.members.len(),
-            messages: inner
-                .window
-                .iter()
-                .skip(skip)
-                .filter(|m| {
-                    self.settings
-                        .retention
-                        .is_none_or(|keep| chrono::Utc::now() - m.created_at < keep_for(keep))
-                })
-                .filter_map(|m| m.view.clone())
-                .collect(),
+            // The newest `history_messages` that can be shown: removed
+            // messages and moderation events do not count against it.
+            messages: {
+                let now = chrono::Utc::now();
+                let mut shown: Vec<MessageView> = inner
+                    .window
+                    .iter()
+                    .rev()
+                    .filter(|m| {
+                        self.settings
+                            .retention
+                            .is_none_or(|keep| now - m.created_at < keep_for(keep))
+                    })
+                    .filter_map(|m| m.view.clone())
+                    .take(self.settings.history_messages)
+                    .collect();
+                shown.reverse();
+                shown
+            },
             cursor: inner.cursor(),
         })
     }
@@ -1641,6 +1702,27 @@ mod tests {
         assert!(inner.pending.is_empty());
         let seqs: Vec<u64> = inner.window.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn seqs_the_store_no_longer_has_are_skipped_and_what_waited_behind_them_applies() {
+        let mut inner = RoomInner::new(Instant::now());
+        inner.accept(message(1), 10);
+        assert!(inner.accept(message(4), 10), "a hole");
+        inner.skip_gone(4, 10);
+        assert_eq!(inner.last_seq, 4);
+        assert!(inner.pending.is_empty());
+        let shown: Vec<(u64, bool)> = inner
+            .window
+            .iter()
+            .map(|m| (m.seq, m.view.is_some()))
+            .collect();
+        assert_eq!(shown, vec![(1, true), (2, false), (3, false), (4, true)]);
+        // A hole wider than the window: the window restarts after it.
+        inner.accept(message(100), 10);
+        inner.skip_gone(100, 10);
+        assert_eq!(inner.last_seq, 100);
+        assert_eq!(inner.window_start(), 100);
     }
 
     #[test]

@@ -940,4 +940,28 @@ async fn the_retention_sweep_deletes_old_messages_only() {
     )
     .await;
     assert_eq!(export["messages"], json!([]));
+    // A node that loads the emptied room goes on from its counter: the next
+    // message is delivered (it used to wait for ever for the deleted seqs).
+    let fresh = crate::helpers::spawn_node(std::sync::Arc::clone(&app.db), |s| {
+        s.admin.operator_token = chatty_web::settings::Secret::new(OPERATOR)
+    })
+    .await;
+    let bob = joined(&fresh, &shop.key, "Bob").await;
+    let seq = sent(&fresh, &bob, "x2", "after the sweep").await;
+    assert_eq!(seq, 2, "numbering continues");
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let poll: PollResponse = fresh
+            .poll(&bob, &bob.cursor.to_string(), None)
+            .await
+            .json()
+            .await
+            .expect("poll");
+        seen = chat_seqs(&poll);
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, vec![2]);
 }
