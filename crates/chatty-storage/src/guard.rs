@@ -121,8 +121,16 @@ fn ban_ip_key(site_id: i64, ip_hash: &str) -> String {
     format!("guard:ban:{site_id}:ip:{ip_hash}")
 }
 
-fn slow_key(site_id: i64, room_id: i64, guest_id: &str) -> String {
-    format!("guard:slow:{site_id}:{room_id}:{guest_id}")
+/// Slow mode is per guest across the site's rooms: one message per
+/// interval, whichever page it is sent from.
+fn slow_key(site_id: i64, guest_id: &str) -> String {
+    format!("guard:slow:{site_id}:{guest_id}")
+}
+
+/// The guest-ban key of a join: a visitor without a guest id yet has none
+/// to be banned by, so its key is one no ban ever sets.
+fn join_ban_key(site_id: i64, guest_id: Option<&str>) -> String {
+    guest_id.map_or_else(|| "guard:none".to_owned(), |g| ban_guest_key(site_id, g))
 }
 
 fn repeat_key(site_id: i64, guest_id: &str, fingerprint: &str) -> String {
@@ -254,7 +262,7 @@ impl Guard for RedisGuard {
         self.admit(
             ban_guest_key(check.site_id, check.guest_id),
             ban_ip_key(check.site_id, check.ip_hash),
-            slow_key(check.site_id, check.room_id, check.guest_id),
+            slow_key(check.site_id, check.guest_id),
             repeat_key(check.site_id, check.guest_id, check.fingerprint),
             millis(check.slow_mode),
             check.client_message_id,
@@ -265,11 +273,8 @@ impl Guard for RedisGuard {
     }
 
     async fn admit_join(&self, check: &JoinCheck<'_>) -> Result<Admission, StoreError> {
-        // A visitor without a guest id yet cannot be banned by it: its key
-        // is one that is never set.
-        let guest = check.guest_id.unwrap_or("-");
         self.admit(
-            ban_guest_key(check.site_id, guest),
+            join_ban_key(check.site_id, check.guest_id),
             ban_ip_key(check.site_id, check.ip_hash),
             "guard:none".into(),
             "guard:none".into(),
@@ -289,7 +294,9 @@ impl Guard for RedisGuard {
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let at_ms = until.timestamp_millis();
+        // MULTI/EXEC: a key is never left set without its expiry.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for key in guest_id
             .map(|g| ban_guest_key(site_id, g))
             .into_iter()
@@ -438,7 +445,7 @@ impl InMemoryGuard {
                 key,
                 Entry::Flag {
                     holder: client_message_id.to_owned(),
-                    expires: now + ttl,
+                    expires: now.checked_add(ttl).unwrap_or(now),
                 },
             );
         }
@@ -454,12 +461,8 @@ impl Guard for InMemoryGuard {
                 ban_guest_key(check.site_id, check.guest_id),
                 ban_ip_key(check.site_id, check.ip_hash),
             ],
-            (!check.slow_mode.is_zero()).then(|| {
-                (
-                    slow_key(check.site_id, check.room_id, check.guest_id),
-                    check.slow_mode,
-                )
-            }),
+            (!check.slow_mode.is_zero())
+                .then(|| (slow_key(check.site_id, check.guest_id), check.slow_mode)),
             (!check.repeat_window.is_zero()).then(|| {
                 (
                     repeat_key(check.site_id, check.guest_id, check.fingerprint),
@@ -474,7 +477,7 @@ impl Guard for InMemoryGuard {
     async fn admit_join(&self, check: &JoinCheck<'_>) -> Result<Admission, StoreError> {
         Ok(self.admit(
             [
-                ban_guest_key(check.site_id, check.guest_id.unwrap_or("-")),
+                join_ban_key(check.site_id, check.guest_id),
                 ban_ip_key(check.site_id, check.ip_hash),
             ],
             None,
@@ -492,7 +495,8 @@ impl Guard for InMemoryGuard {
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let left = (until - Utc::now()).to_std().unwrap_or_default();
-        let expires = Instant::now() + left;
+        let now = Instant::now();
+        let expires = now.checked_add(left).unwrap_or(now);
         let mut entries = self
             .entries
             .lock()

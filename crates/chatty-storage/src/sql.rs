@@ -533,6 +533,20 @@ impl Store for SqlStore {
         self.bounded(self.post_message_unbounded(message)).await
     }
 
+    async fn message_by_client_id(
+        &self,
+        room_id: i64,
+        client_message_id: &str,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        self.bounded(async {
+            Self::find_by_client_id(&self.db, room_id, client_message_id)
+                .await?
+                .map(stored)
+                .transpose()
+        })
+        .await
+    }
+
     async fn messages_after(
         &self,
         room_id: i64,

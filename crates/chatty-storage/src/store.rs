@@ -30,6 +30,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a message, assigning the room's next sequence number. Idempotent
     /// by `(room_id, client_message_id)`.
     async fn post_message(&self, message: NewMessage) -> Result<PostOutcome, StoreError>;
+    /// The message a client sent with this id, if it is stored.
+    async fn message_by_client_id(
+        &self,
+        room_id: i64,
+        client_message_id: &str,
+    ) -> Result<Option<StoredMessage>, StoreError>;
     /// Messages with `seq > after`, oldest first, at most `limit`.
     async fn messages_after(
         &self,

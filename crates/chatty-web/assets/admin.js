@@ -425,7 +425,8 @@
     const dur = el('select', null, null, { 'data-testid': 'ban-duration' });
     dur.append(...DURATIONS.map(([secs, text]) => el('option', null, text, { value: String(secs) })));
     dur.value = '3600';
-    const reason = el('input', null, null, { type: 'text', maxlength: '500', 'data-testid': 'ban-reason' });
+    // The server takes at most 200 characters (more is refused as invalid_request).
+    const reason = el('input', null, null, { type: 'text', maxlength: '200', 'data-testid': 'ban-reason' });
     const ok = el('button', 'danger', 'Ban', { type: 'submit', 'data-testid': 'ban-confirm' });
     form.append(wrap('label', 'field', null, 'Duration', dur), wrap('label', 'field', null, 'Reason (optional)', reason),
       wrap('div', 'row', null, ok, button('Cancel', () => closeBanForm(true), null, 'ban-cancel')));

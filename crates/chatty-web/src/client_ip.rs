@@ -113,6 +113,19 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     None
 }
 
+/// The address a per-address connection cap counts: IPv6 by its /64, like
+/// the hashes, so rotating through one's own /64 does not escape it.
+pub fn connection_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    ip.map(|ip| match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    })
+}
+
 /// Salted hashes of addresses.
 #[derive(Clone)]
 pub struct IpHasher {

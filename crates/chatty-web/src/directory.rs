@@ -108,6 +108,12 @@ impl Directory {
         enabled(site)
     }
 
+    /// Forgets every cached site (site changes may have been missed).
+    pub fn invalidate_all(&self) {
+        self.sites.remove_where(|_| true);
+        self.sites_by_id.remove_where(|_| true);
+    }
+
     /// Forgets the cached copies of a site (it changed).
     pub fn invalidate_site(&self, site_id: i64) {
         self.sites.remove_where(|site| site.id == site_id);

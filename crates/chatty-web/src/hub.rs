@@ -1024,7 +1024,12 @@ impl Hub {
                     // (retention): skip it instead of waiting for ever.
                     let first_present = messages.first().map_or(upto, |m| m.seq);
                     if from_store && inner.last_seq == from && first_present > from + 1 {
-                        tracing::debug!(room = room.id, from, first_present, "skipping deleted seqs");
+                        tracing::debug!(
+                            room = room.id,
+                            from,
+                            first_present,
+                            "skipping deleted seqs"
+                        );
                         inner.skip_gone(first_present, self.settings.window_messages);
                     }
                     for message in messages {

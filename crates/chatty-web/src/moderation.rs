@@ -179,12 +179,6 @@ pub async fn admit_join(
     nickname: &str,
     visitor: &Visitor,
 ) -> Result<(), ApiError> {
-    if is_reserved_nickname(nickname) {
-        return Err(ApiError::client(
-            ErrorCode::NicknameReserved,
-            "This nickname is reserved; pick another.",
-        ));
-    }
     let limits = &state.settings.limits;
     let mut buckets = Vec::new();
     if !visitor.exempt {
@@ -206,7 +200,13 @@ pub async fn admit_join(
         .await?;
     refused(admission)?;
     // After the guard: a banned visitor learns it is banned, not that its
-    // name is taken.
+    // name is reserved or taken.
+    if is_reserved_nickname(nickname) {
+        return Err(ApiError::client(
+            ErrorCode::NicknameReserved,
+            "This nickname is reserved; pick another.",
+        ));
+    }
     if state
         .hub
         .nickname_taken(room_state, guest_id.unwrap_or(""), nickname)

@@ -770,6 +770,9 @@ impl Settings {
         if !operator.is_empty() && operator.len() < 32 {
             return invalid("admin.operator_token", "must be at least 32 characters");
         }
+        if self.limits.repeat_window_secs > 86_400 {
+            return invalid("limits.repeat_window_secs", "must be at most 86400 (a day)");
+        }
         if self.privacy.retention_interval_secs == 0 {
             return invalid("privacy.retention_interval_secs", "must be at least 1");
         }

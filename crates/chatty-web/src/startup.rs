@@ -219,8 +219,7 @@ impl Application {
 
         let chat = &state.settings.chat;
         tasks.push(tokio::spawn(apply_bus_events(
-            Arc::clone(&hub),
-            Arc::clone(&state.directory),
+            state.clone(),
             bus.subscribe(),
         )));
         if state.settings.privacy.retention_days > 0 {
@@ -385,13 +384,21 @@ fn set_write_timeout(_connection: &dyn std::any::Any, _timeout: Duration) {}
 
 /// The node's single bus subscription: every committed message and
 /// presence change, from any node, goes into this node's hub.
-async fn apply_bus_events(hub: Arc<Hub>, directory: Arc<Directory>, mut events: BusReceiver) {
+async fn apply_bus_events(state: AppState, mut events: BusReceiver) {
+    let (hub, directory) = (&state.hub, &state.directory);
     loop {
         match events.recv().await {
             Ok(BusEvent::Message { message }) => hub.apply_message(message),
             Ok(BusEvent::Presence { change }) => hub.apply_presence(change),
             Ok(BusEvent::SiteChanged { site_id }) => directory.invalidate_site(site_id),
-            Ok(BusEvent::Resync) => hub.resync_all().await,
+            Ok(BusEvent::Resync) => {
+                // Whatever was published while the subscription was down is
+                // lost: site changes (drop the cached sites) and, if Redis
+                // itself restarted, the bans it held (put them back).
+                directory.invalidate_all();
+                restore_bans(state.admin.as_ref(), state.guard.as_ref()).await;
+                hub.resync_all().await;
+            }
             Err(RecvError::Lagged(lost)) => {
                 tracing::warn!(lost, "bus subscriber lagged; resynchronising rooms");
                 hub.resync_all().await;

@@ -653,12 +653,12 @@ pub struct CreateBan {
     reason: Option<String>,
 }
 
+/// Guest ids are made by the server: 32 lowercase hex digits.
 fn is_guest_id(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
+    text.len() == 32
         && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `POST /api/v1/admin/sites/{key}/bans` (moderator)
@@ -674,7 +674,9 @@ pub async fn create_ban(
         return Err(invalid("give guest_id, ip_hash or both"));
     }
     if body.guest_id.as_deref().is_some_and(|g| !is_guest_id(g)) {
-        return Err(invalid("guest_id: 1 to 64 characters of A-Z a-z 0-9 - _"));
+        return Err(invalid(
+            "guest_id: 32 lowercase hex digits, as the message list shows it",
+        ));
     }
     if body.ip_hash.as_deref().is_some_and(|h| !is_ip_hash(h)) {
         return Err(invalid(
@@ -692,17 +694,10 @@ pub async fn create_ban(
     }
     let expires_at = Utc::now()
         + chrono::Duration::seconds(i64::try_from(body.duration_secs).unwrap_or(i64::MAX));
-    // The guard first: the ban holds on every node from this call on, even
-    // if recording it fails (the moderator then retries, which is harmless).
-    state
-        .guard
-        .ban(
-            site.id,
-            body.guest_id.as_deref(),
-            body.ip_hash.as_deref(),
-            expires_at,
-        )
-        .await?;
+    // Recorded first, so every ban in force has a row to lift it by; then
+    // the guard, which holds it on every node from this call on (if that
+    // fails, the moderator's retry adds it again, and node starts and bus
+    // resyncs restore bans from the rows).
     let ban = state
         .admin
         .add_ban(NewBan {
@@ -713,6 +708,15 @@ pub async fn create_ban(
             created_by: who.actor(),
             expires_at,
         })
+        .await?;
+    state
+        .guard
+        .ban(
+            site.id,
+            ban.guest_id.as_deref(),
+            ban.ip_hash.as_deref(),
+            expires_at,
+        )
         .await?;
     record(
         &state,

@@ -113,11 +113,10 @@ async fn long_poll(
             return Ok(answer);
         }
         if slot.is_none() {
-            slot = Some(
-                state
-                    .connections
-                    .acquire(state.visitors.of(req).ip, Transport::LongPoll)?,
-            );
+            slot = Some(state.connections.acquire(
+                crate::client_ip::connection_key(state.visitors.of(req).ip),
+                Transport::LongPoll,
+            )?);
         }
         let wake = deadline.min(tokio::time::Instant::now() + touch_every);
         tokio::select! {

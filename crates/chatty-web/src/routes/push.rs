@@ -60,9 +60,10 @@ async fn open(
     if state.hub.is_draining() {
         return Err(draining());
     }
-    let guard = state
-        .connections
-        .acquire(state.visitors.of(req).ip, transport)?;
+    let guard = state.connections.acquire(
+        crate::client_ip::connection_key(state.visitors.of(req).ip),
+        transport,
+    )?;
     let room = state.hub.room(room_id).await?;
     let subscription = state
         .hub
@@ -110,9 +111,10 @@ pub async fn websocket(
         if state.hub.is_draining() {
             return Err(draining());
         }
-        let guard = state
-            .connections
-            .acquire(state.visitors.of(&req).ip, Transport::WebSocket)?;
+        let guard = state.connections.acquire(
+            crate::client_ip::connection_key(state.visitors.of(&req).ip),
+            Transport::WebSocket,
+        )?;
         let node = state.get_ref().clone();
         let authorize: Authorize = Box::new(move |token, cursor| {
             Box::pin(async move {

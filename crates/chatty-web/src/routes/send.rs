@@ -49,7 +49,7 @@ pub async fn send(
         );
     }
     let visitor = state.visitors.of(&req);
-    let admitted = crate::moderation::admit_send(
+    let admitted = match crate::moderation::admit_send(
         &state,
         &site,
         room_id,
@@ -58,7 +58,27 @@ pub async fn send(
         message_body,
         &visitor,
     )
-    .await?;
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            // A retry of a message already stored (its answer was lost) is
+            // answered with the message, whatever the limits say now: it
+            // was accepted once and everyone has it.
+            return match state
+                .store
+                .message_by_client_id(room_id, client_message_id.as_str())
+                .await?
+            {
+                Some(message) if message.guest_id == claims.guest_id => Ok(HttpResponse::Ok()
+                    .json(SendResponse {
+                        message: message.to_view(),
+                        created: false,
+                    })),
+                _ => Err(refusal),
+            };
+        }
+    };
     let room = state.hub.room(room_id).await?;
     state
         .hub

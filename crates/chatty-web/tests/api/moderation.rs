@@ -731,6 +731,12 @@ async fn links_repeats_and_buckets_are_limited() {
     let limited = send_as(&app, &bob, "b2", "hello again", ip).await;
     assert!(!header(&limited, "retry-after").is_empty());
     assert_error(limited, 429, ErrorCode::RateLimited).await;
+    // A retry of a message already stored is answered with it, limits or not.
+    let retried = send_as(&app, &bob, "b1", "hello", ip).await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    let retried: SendResponse = retried.json().await.expect("retry answer");
+    assert!(!retried.created);
+    assert_eq!(retried.message.body, "hello");
     assert_eq!(
         send_as(&app, &cat, "c1", "another address", Some("203.0.113.2"))
             .await
