@@ -43,6 +43,8 @@ for port in 18101 18102 18103; do
   CHATTY__AUTH__TOKEN_SECRET=bench-secret-0123456789abcdef0123456789 \
   CHATTY__LOG__FILTER=warn \
   CHATTY__CHAT__SENDS_PER_MINUTE=0 \
+  CHATTY__LIMITS__EXEMPT_IPS=127.0.0.0/8,::1 \
+  CHATTY__LIMITS__SITE_SENDS_PER_MINUTE=0 \
     ./target/release/chatty >"/tmp/chatty-bench-node-$port.log" 2>&1 &
   pids+=($!)
   nodes+=(--node "http://127.0.0.1:$port")

@@ -5,163 +5,18 @@
 //   CHATTY_BIN=target/debug/chatty CHATTY_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306 \
 //   node --test tests/browser/
 // Screenshots go to target/browser-artifacts/.
+//
+// Every test has visitors of its own names (Ann1, Bob1, …): a visitor of
+// an earlier test may still count as present for a moment, and a new guest
+// may not take a name someone present uses.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { createServer, connect as netConnect } from 'node:net';
-import { createServer as createHttpServer, request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { harness, widget, seeMessage, say, ARTIFACTS, WAIT } from './support.mjs';
 
-const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
-const BIN = process.env.CHATTY_BIN || join(ROOT, 'target', 'debug', 'chatty');
-const MYSQL = new URL(process.env.CHATTY_TEST_MYSQL_URL || 'mysql://root@127.0.0.1:3306');
-const REDIS = process.env.CHATTY_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
-const ARTIFACTS = join(ROOT, 'target', 'browser-artifacts');
-const WAIT = 15_000; // the widget polls every 2 s; generous for a slow CI
-
-const suffix = randomBytes(6).toString('hex');
-const database = `chatty_test_browser_${suffix}`;
-const nodes = [];
-const bases = [];
-const hostServers = [];
-let browser;
-let workdir;
-
-function mariadb(sql) {
-  const args = ['--protocol=tcp', '-h', MYSQL.hostname, '-P', MYSQL.port || '3306',
-    '-u', decodeURIComponent(MYSQL.username || 'root'), '-e', sql];
-  execFileSync('mariadb', args, {
-    env: { ...process.env, MYSQL_PWD: decodeURIComponent(MYSQL.password || '') },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-}
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => ok(port));
-    });
-  });
-}
-
-async function startNode() {
-  const port = await freePort();
-  const url = `${MYSQL.protocol}//${MYSQL.username ? MYSQL.username + (MYSQL.password ? ':' + MYSQL.password : '') + '@' : ''}${MYSQL.host}/${database}`;
-  const env = {
-    ...process.env,
-    CHATTY__SERVER__PORT: String(port),
-    CHATTY__DATABASE__URL: url,
-    CHATTY__REDIS__URL: REDIS,
-    CHATTY__REDIS__KEY_PREFIX: `chatty_test_browser_${suffix}:`,
-    CHATTY__AUTH__TOKEN_SECRET: 'browser-test-secret-0123456789abcdef0123',
-    CHATTY__LOG__FILTER: 'warn',
-  };
-  delete env.CHATTY_CONFIG; // only the settings above and the defaults
-  const child = spawn(BIN, [], { cwd: workdir, env, stdio: ['ignore', 'inherit', 'inherit'] });
-  const base = `http://127.0.0.1:${port}`;
-  nodes.push(child);
-  for (let i = 0; i < 300; i++) {
-    if (child.exitCode !== null) throw new Error(`node on ${base} exited with ${child.exitCode}`);
-    try {
-      const r = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(1000) });
-      if (r.ok) return base;
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`node on ${base} did not become ready`);
-}
-
-const widget = (page, selector) => page.locator(`chatty-widget ${selector}`);
-
-/**
- * Serves one host page on its own origin (another port than the chat's),
- * embedding the widget of `chatBase` with the snippet a site owner pastes.
- * `csp` becomes the page's Content-Security-Policy; `css` a stylesheet of
- * the host's (served from the host's origin, as `style-src 'self'` allows).
- */
-async function hostPage({ chatBase, csp, css, attrs = '' }) {
-  const server = createHttpServer((req, res) => {
-    if (req.url === '/host.css') {
-      res.writeHead(200, { 'content-type': 'text/css' });
-      res.end(css || '');
-      return;
-    }
-    const headers = { 'content-type': 'text/html; charset=utf-8' };
-    if (csp) headers['content-security-policy'] = csp;
-    res.writeHead(200, headers);
-    res.end(`<!doctype html><html><head><meta charset="utf-8"><title>A host site</title>
-<link rel="stylesheet" href="/host.css"></head>
-<body><div><h1>Someone's site</h1><p>Content of the host page.</p></div>
-<script src="${chatBase}/widget.js" data-site="demo" ${attrs} async></script></body></html>`);
-  });
-  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-  hostServers.push(server);
-  return `http://127.0.0.1:${server.address().port}/`;
-}
-
-/**
- * A reverse proxy on its own port in front of a Chatty node, standing in for
- * what sits between visitors and Chatty in the wild:
- * - `blockUpgrade`: an old proxy that refuses WebSocket upgrades;
- * - `holdStreams`: a buffering proxy that passes an event stream's headers
- *   but holds its body;
- * - `switchTo(base)` + `dropAll()`: the node behind it goes away, and the
- *   next connections reach another node (a load balancer after a failure).
- */
-async function proxy(targetBase, { blockUpgrade = false, holdStreams = false } = {}) {
-  let target = new URL(targetBase);
-  const sockets = new Set();
-  const track = (socket) => { sockets.add(socket); socket.on('close', () => sockets.delete(socket)); };
-  const server = createHttpServer((req, res) => {
-    const upstream = httpRequest({
-      host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers,
-    }, (upRes) => {
-      res.writeHead(upRes.statusCode, upRes.headers);
-      if (holdStreams && String(upRes.headers['content-type'] || '').startsWith('text/event-stream')) {
-        res.flushHeaders(); // the headers go through; the events never do
-        return;
-      }
-      upRes.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    res.on('close', () => upstream.destroy());
-    req.pipe(upstream);
-  });
-  server.on('connection', track);
-  server.on('upgrade', (req, socket, head) => {
-    if (blockUpgrade) {
-      socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
-      return;
-    }
-    const upstream = netConnect(Number(target.port), target.hostname, () => {
-      let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
-      for (let i = 0; i < req.rawHeaders.length; i += 2) lines += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
-      upstream.write(lines + '\r\n');
-      if (head.length) upstream.write(head);
-      socket.pipe(upstream);
-      upstream.pipe(socket);
-    });
-    track(upstream);
-    upstream.on('error', () => socket.destroy());
-    socket.on('error', () => upstream.destroy());
-  });
-  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-  hostServers.push(server);
-  return {
-    base: `http://127.0.0.1:${server.address().port}`,
-    switchTo(base) { target = new URL(base); },
-    dropAll() { for (const socket of sockets) socket.destroy(); },
-  };
-}
+const h = harness();
+const { bases, visitor, hostPage, proxy } = h;
 
 /** The widget's state, as its root element shows it: transport and connection. */
 const widgetState = (page) => widget(page, 'section.box').evaluate((box) => ({
@@ -179,65 +34,14 @@ async function waitForTransport(page, transport, timeout = 30_000) {
   assert.fail(`expected transport ${transport}, online; last seen ${JSON.stringify(last)}`);
 }
 
-const seeMessage = (page, text) => widget(page, '.msgs .body').filter({ hasText: text })
-  .first().waitFor({ state: 'visible', timeout: WAIT });
+before(() => h.setUp());
 
-/**
- * Opens `url` (a node's demo page, or a host page) in a fresh browser
- * context and joins as `nick`. Records dialogs and CSP violations.
- */
-async function visitor(url, nick, options = {}) {
-  const context = await browser.newContext(options);
-  const page = await context.newPage();
-  const dialogs = [];
-  page.on('dialog', async (dialog) => { dialogs.push(dialog.message()); await dialog.dismiss(); });
-  await page.addInitScript(() => {
-    window.__cspViolations = [];
-    document.addEventListener('securitypolicyviolation', (e) => {
-      window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
-    });
-  });
-  await page.goto(url.endsWith('/') ? url : `${url}/`);
-  await widget(page, 'input[name="nickname"]').fill(nick);
-  await widget(page, 'input[name="nickname"]').press('Enter');
-  await widget(page, 'textarea').waitFor({ state: 'visible', timeout: WAIT });
-  const violations = () => page.evaluate(() => window.__cspViolations);
-  return { context, page, dialogs, violations };
-}
-
-async function say(visitorPage, text) {
-  await widget(visitorPage, 'textarea').fill(text);
-  await widget(visitorPage, 'textarea').press('Enter');
-}
-
-before(async () => {
-  workdir = mkdtempSync(join(tmpdir(), 'chatty-browser-'));
-  mkdirSync(ARTIFACTS, { recursive: true });
-  mariadb(`CREATE DATABASE \`${database}\``);
-  bases.push(await startNode()); // runs the migrations before the second starts
-  bases.push(await startNode());
-  // playwright-core gives the browser a fresh temporary --user-data-dir
-  // (and refuses one in `args`); it is deleted when the browser closes.
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-  for (const server of hostServers) server.close();
-  for (const child of nodes) child.kill('SIGTERM');
-  await Promise.all(nodes.map((c) => new Promise((r) => (c.exitCode !== null ? r() : c.once('exit', r)))));
-  try { mariadb(`DROP DATABASE IF EXISTS \`${database}\``); } catch { /* dropped by the test script too */ }
-  rmSync(workdir, { recursive: true, force: true });
-});
+after(() => h.tearDown());
 
 test('two visitors on two nodes chat, and each sees the other in the member list', async () => {
   const [one, two] = bases;
-  const ann = await visitor(one, 'Ann');
-  const bob = await visitor(two, 'Bob');
+  const ann = await visitor(one, 'Ann1');
+  const bob = await visitor(two, 'Bob1');
   await say(ann.page, 'hello from node one');
   const seen = widget(bob.page, '.msgs .body').filter({ hasText: 'hello from node one' });
   await seen.waitFor({ state: 'visible', timeout: WAIT });
@@ -251,7 +55,7 @@ test('two visitors on two nodes chat, and each sees the other in the member list
 test('hostile messages and nicknames are shown as text: no markup, no script, no dialog', async () => {
   const [one, two] = bases;
   const mallory = await visitor(one, '<img src=x onerror=alert(1)>');
-  const bob = await visitor(two, 'Bob', { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const bob = await visitor(two, 'Bob2', { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   const hostile = [
     '<img src=x onerror=alert(2)>',
     '<script>alert(3)</script>',
@@ -294,8 +98,8 @@ test('a host page with a strict CSP and Trusted Types: the widget works and caus
     csp: `default-src 'self'; script-src ${one}; connect-src ${one} ${one.replace(/^http/, 'ws')}; style-src 'self'; `
       + `require-trusted-types-for 'script'`,
   });
-  const ann = await visitor(host, 'Ann');
-  const bob = await visitor(two, 'Bob');
+  const ann = await visitor(host, 'Ann2');
+  const bob = await visitor(two, 'Bob3');
   await waitForTransport(ann.page, 'websocket');
   await say(ann.page, 'sent under a strict CSP');
   await say(bob.page, 'and answered');
@@ -314,7 +118,7 @@ test('a host page with hostile global CSS still shows a readable widget', async 
     chatBase: one,
     css: '* { color: red !important; font-size: 3px !important } div { display: none }',
   });
-  const ann = await visitor(host, 'Ann');
+  const ann = await visitor(host, 'Ann3');
   await say(ann.page, 'still readable');
   const body = widget(ann.page, '.msgs .body').filter({ hasText: 'still readable' });
   await body.waitFor({ state: 'visible', timeout: WAIT });
@@ -335,8 +139,8 @@ test('WebSocket blocked by a proxy: the widget falls back to SSE and messages fl
   const [one, two] = bases;
   const oldProxy = await proxy(one, { blockUpgrade: true });
   const host = await hostPage({ chatBase: oldProxy.base });
-  const ann = await visitor(host, 'Ann');
-  const bob = await visitor(two, 'Bob');
+  const ann = await visitor(host, 'Ann4');
+  const bob = await visitor(two, 'Bob4');
   await waitForTransport(ann.page, 'sse');
   await say(ann.page, 'sent from behind an old proxy');
   await seeMessage(bob.page, 'sent from behind an old proxy');
@@ -353,8 +157,8 @@ test('a host CSP without the ws: origin: one violation, then SSE, and the chat w
     chatBase: one,
     csp: `default-src 'self'; script-src ${one}; connect-src ${one}; style-src 'self'`,
   });
-  const ann = await visitor(host, 'Ann');
-  const bob = await visitor(two, 'Bob');
+  const ann = await visitor(host, 'Ann5');
+  const bob = await visitor(two, 'Bob5');
   await waitForTransport(ann.page, 'sse');
   await say(bob.page, 'reaching a page that forgot ws:');
   await seeMessage(ann.page, 'reaching a page that forgot ws:');
@@ -369,8 +173,8 @@ test('a proxy that buffers event streams: a visitor who only reads still gets me
   const [one, two] = bases;
   const buffering = await proxy(one, { blockUpgrade: true, holdStreams: true });
   const host = await hostPage({ chatBase: buffering.base });
-  const ann = await visitor(host, 'Ann');
-  const bob = await visitor(two, 'Bob');
+  const ann = await visitor(host, 'Ann6');
+  const bob = await visitor(two, 'Bob6');
   await waitForTransport(ann.page, 'sse');
   // Ann sends nothing: the widget finds out by itself (a plain poll 15 s
   // after the stream opened shows a message the stream has not brought).
@@ -387,8 +191,8 @@ test('the node behind a visitor goes away: the widget shows it, reconnects elsew
   const [one, two] = bases;
   const balancer = await proxy(one);
   const host = await hostPage({ chatBase: balancer.base });
-  const ann = await visitor(host, 'Ann');
-  const bob = await visitor(two, 'Bob');
+  const ann = await visitor(host, 'Ann7');
+  const bob = await visitor(two, 'Bob7');
   await waitForTransport(ann.page, 'websocket');
   await say(bob.page, 'before the failure');
   await seeMessage(ann.page, 'before the failure');
@@ -417,8 +221,8 @@ test('the node behind a visitor goes away: the widget shows it, reconnects elsew
 
 test('minimised: a badge counts unread messages, opening clears it; Escape, emoji and links work', async () => {
   const [one, two] = bases;
-  const ann = await visitor(one, 'Ann');
-  const bob = await visitor(two, 'Bob');
+  const ann = await visitor(one, 'Ann8');
+  const bob = await visitor(two, 'Bob8');
   await waitForTransport(bob.page, 'websocket');
   await widget(bob.page, 'textarea').press('Escape'); // the keyboard minimises
   await widget(bob.page, 'section.box.min').waitFor({ timeout: WAIT });
@@ -451,7 +255,7 @@ test('embed attributes: position, theme, language, start minimised and one room 
     chatBase: one,
     attrs: 'data-position="bottom-left" data-theme="dark" data-lang="de" data-open="false" data-room="page"',
   });
-  const context = await browser.newContext({ colorScheme: 'light' });
+  const context = await h.browser.newContext({ colorScheme: 'light' });
   const page = await context.newPage();
   const joins = [];
   page.on('request', (r) => { if (r.url().endsWith('/api/v1/join')) joins.push(JSON.parse(r.postData())); });

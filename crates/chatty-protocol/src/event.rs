@@ -16,7 +16,9 @@ pub struct Member {
 /// A stored chat message as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageView {
-    /// Per-room sequence number: 1, 2, 3, … with no gaps.
+    /// Per-room sequence number. The room's sequence (1, 2, 3, … with no
+    /// gaps) also numbers moderation events (`delete`, `clear`), so the
+    /// seqs of *messages* a client sees may skip.
     pub seq: u64,
     pub room_id: i64,
     /// Author's guest id.

@@ -207,6 +207,7 @@ pub enum FilterMode {
 
 /// A site's word filter, as configured by its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct WordFilter {
     pub mode: FilterMode,
     pub words: Vec<String>,
@@ -507,6 +508,9 @@ pub fn nickname_key(nickname: &str) -> String {
     fold_str(nickname)
         .into_iter()
         .filter(|c| !c.is_whitespace() && !is_punctuation(*c))
+        // Lowercasing comes before the skeleton, so a capital I ("BiII")
+        // would key as "biii" while it looks like "Bill": fold i and l.
+        .map(|c| if c == 'i' { 'l' } else { c })
         .collect()
 }
 
@@ -905,6 +909,8 @@ mod tests {
     #[test]
     fn different_nicknames_have_different_keys() {
         assert_ne!(nickname_key("Ann2"), nickname_key("Ann3"));
+        // A capital I looks like a lowercase l.
+        assert_eq!(nickname_key("BiII"), nickname_key("Bill"));
         assert_ne!(nickname_key("Ann"), nickname_key("Anna"));
         assert_ne!(nickname_key("bob"), nickname_key("rob"));
         assert_ne!(nickname_key("😀"), nickname_key("😁"));

@@ -11,7 +11,7 @@
   const TIMEOUT_MS = 10000;
   const POLL_MS = 5000;
   const PAGE = 50;
-  const MAX_SLOW = 3600;
+  const MAX_SLOW = 21600; // the server's limit: six hours
   const DURATIONS = [[600, '10 minutes'], [3600, '1 hour'], [86400, '24 hours'], [604800, '7 days'], [2592000, '30 days']];
 
   const D = document;
@@ -410,18 +410,20 @@
     closeBanForm(false);
     if (wasOpen) return;
     const form = el('form', 'ban-form', null, { 'aria-label': 'Ban the author of message #' + m.seq, novalidate: '' });
-    const check = (text, value, testid) => {
+    const check = (text, value, testid, on) => {
       const label = el('label', 'check');
       const box = el('input', null, null, { type: 'checkbox', 'data-testid': testid });
-      box.checked = !!value;
+      box.checked = on && !!value;
       box.disabled = !value;
       label.append(box, ' ' + text + ' ' + (short(value) || '(unknown)'));
       if (value) label.title = str(value);
       form.append(label);
       return box;
     };
-    const guest = check('Guest id', m.guest_id, 'ban-guest');
-    const ip = check('IP hash', m.ip_hash, 'ban-ip');
+    // The IP hash is opt-in: behind a shared address (an office, a mobile
+    // carrier) banning it bans everyone there.
+    const guest = check('Guest id', m.guest_id, 'ban-guest', true);
+    const ip = check('IP hash', m.ip_hash, 'ban-ip', false);
     const dur = el('select', null, null, { 'data-testid': 'ban-duration' });
     dur.append(...DURATIONS.map(([secs, text]) => el('option', null, text, { value: String(secs) })));
     dur.value = '3600';
@@ -643,7 +645,15 @@
     const g = S.gen;
     btn.disabled = true;
     try {
-      const text = await api('GET', roomPath(room) + '/export', undefined, true);
+      // One answer holds up to 50,000 messages; a longer room comes in
+      // pages (?after=), joined here into one file.
+      let text = await api('GET', roomPath(room) + '/export', undefined, true);
+      let data = JSON.parse(text);
+      for (let pages = 0; data && data.complete === false && data.next_after != null && pages < 200; pages++) {
+        const next = JSON.parse(await api('GET', roomPath(room) + '/export?after=' + encodeURIComponent(data.next_after), undefined, true));
+        data = Object.assign(next, { messages: data.messages.concat(next.messages || []) });
+        text = JSON.stringify(data);
+      }
       const url = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
       const a = el('a', null, null, { download: file });
       a.href = url;

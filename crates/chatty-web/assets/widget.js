@@ -84,6 +84,9 @@
   const t = (key, n) => WORDS[KEYS.indexOf(key)].replace('{n}', n);
 
   const NICK_KEY = 'chatty:nick:' + siteKey;
+  // The last guest token of this site: a reload rejoins as the same guest
+  // (not as a newcomer whose own name, still present, looks taken).
+  const GUEST_KEY = 'chatty:guest:' + siteKey;
   const OPEN_KEY = 'chatty:open:' + siteKey;
   const REQUEST_TIMEOUT_MS = 20000; // a stalled fetch must not freeze the loops
   const CONNECT_TIMEOUT_MS = 10000; // a WebSocket/EventSource that never opens
@@ -504,7 +507,8 @@ textarea,input{font-size:16px}
       setStatus(n || S.token ? 'reconnecting' : 'connecting');
       const req = { site_key: siteKey, nickname: S.nick };
       if (pageRoom) req.page = W.location.pathname;
-      if (S.token) req.token = S.token; // keeps our guest id across rejoins
+      const token = S.token || storeGet(GUEST_KEY);
+      if (token) req.token = token; // keeps our guest id across rejoins and reloads
       let r = null;
       try { r = await api('POST', '/api/v1/join', { body: req }); } catch (_) { /* network */ }
       if (gen !== S.session) return false;
@@ -539,6 +543,7 @@ textarea,input{font-size:16px}
     S.maxBody = Number(d.max_body_chars) || 2000;
     S.active = true;
     storeSet(NICK_KEY, S.nick);
+    storeSet(GUEST_KEY, S.token);
 
     // Fresh sync: drop what we had and draw the room as the server sees it.
     clearRoom();

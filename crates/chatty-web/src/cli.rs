@@ -233,8 +233,13 @@ pub async fn run_site(settings: &Settings, command: SiteCommand) -> Result<Strin
             let role = TokenRole::parse(&role)
                 .ok_or_else(|| CliError::Invalid("--role is moderator or admin".into()))?;
             let label = label.trim();
-            if label.is_empty() || label.chars().count() > 100 {
-                return Err(CliError::Invalid("--label: 1 to 100 characters".into()));
+            if label.is_empty()
+                || label.chars().count() > 100
+                || label.chars().any(char::is_control)
+            {
+                return Err(CliError::Invalid(
+                    "--label: 1 to 100 characters, no control characters".into(),
+                ));
             }
             let secret = new_secret(role);
             let token = store

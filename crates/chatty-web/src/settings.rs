@@ -168,8 +168,10 @@ pub struct ChatSettings {
     /// store (one batched call for all its rooms) and expires silent ones.
     /// Capped at a third of the presence timeout.
     pub presence_flush_ms: u64,
-    /// Messages a guest may send per minute in one room, counted across all
-    /// nodes; more are refused with 429 `rate_limited`. 0 turns it off.
+    /// Refill rate of a guest's send bucket (all rooms of the site, counted
+    /// across all nodes; the bucket holds `limits.guest_burst`): messages a
+    /// guest may send per minute in the long run. Beyond: 429
+    /// `rate_limited` with `Retry-After`. 0 turns the guest bucket off.
     pub sends_per_minute: u32,
     /// How often a node compares its rooms with the database's newest
     /// message (one query), to recover a message whose announcement was lost.

@@ -244,19 +244,28 @@ pub async fn create_site(
     })))
 }
 
-/// `GET /api/v1/admin/sites`: every site for the operator, its own for a site token.
+/// `GET /api/v1/admin/sites`: every site for the operator, its own for a
+/// site token; `role` says what the token may do (`operator`, `admin`,
+/// `moderator`), so a page can show only what works.
 pub async fn list_sites(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let sites = match caller(&req, &state).await? {
-        Principal::Operator => state.admin.list_sites().await?,
-        Principal::Site { site_id, .. } => {
-            state.store.site_by_id(site_id).await?.into_iter().collect()
-        }
+    let who = caller(&req, &state).await?;
+    let (sites, role) = match &who {
+        Principal::Operator => (state.admin.list_sites().await?, "operator"),
+        Principal::Site { site_id, role, .. } => (
+            state
+                .store
+                .site_by_id(*site_id)
+                .await?
+                .into_iter()
+                .collect(),
+            role.as_str(),
+        ),
     };
     let views: Vec<SiteView<'_>> = sites.iter().map(site_view).collect();
-    Ok(HttpResponse::Ok().json(json!({ "sites": views })))
+    Ok(HttpResponse::Ok().json(json!({ "sites": views, "role": role })))
 }
 
 /// `GET /api/v1/admin/sites/{key}`

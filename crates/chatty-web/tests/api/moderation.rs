@@ -290,6 +290,11 @@ async fn tokens_act_only_within_their_site_and_role() {
     // A site token lists its own site only; the operator lists all.
     let own = admin_json(&app, Method::GET, "/sites", &shop.moderator, None).await;
     assert_eq!(own["sites"].as_array().map(Vec::len), Some(1));
+    assert_eq!(own["role"], "moderator");
+    assert_eq!(
+        admin_json(&app, Method::GET, "/sites", &shop.admin, None).await["role"],
+        "admin"
+    );
     let all = admin_json(&app, Method::GET, "/sites", OPERATOR, None).await;
     assert!(
         all["sites"].as_array().map_or(0, Vec::len) >= 3,

@@ -344,3 +344,57 @@ async fn requests_that_are_not_well_formed_http_get_a_json_error_from_nginx() {
         .expect("healthz");
     assert_eq!(ok.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_moderation_page_and_the_admin_api_work_through_nginx() {
+    const OPERATOR: &str = "edge-operator-token-0123456789abcdef0123";
+    let edge = Edge::start_with(
+        2,
+        vec![("CHATTY__ADMIN__OPERATOR_TOKEN".into(), OPERATOR.into())],
+    )
+    .await;
+    let base = edge.base();
+    for path in ["/admin", "/admin.js", "/admin.css"] {
+        let page = edge
+            .client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(page.status(), StatusCode::OK, "{path}");
+        let csp = page
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+    }
+    let created: serde_json::Value = edge
+        .client
+        .post(format!("{base}/api/v1/admin/sites"))
+        .bearer_auth(OPERATOR)
+        .json(&serde_json::json!({"name": "Shop", "origins": ["https://shop.example"]}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let key = created["site"]["key"].as_str().expect("key");
+    assert!(
+        created["snippet"]
+            .as_str()
+            .expect("snippet")
+            .contains(&format!("data-site=\"{key}\"")),
+        "{created}"
+    );
+    let listed = edge
+        .client
+        .get(format!("{base}/api/v1/admin/sites/{key}/bans"))
+        .bearer_auth(created["admin_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("bans");
+    assert_eq!(listed.status(), StatusCode::OK);
+}
