@@ -60,8 +60,10 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 #[derive(Debug)]
 pub struct Directory {
     store: Arc<dyn Store>,
-    sites: TtlCache<String, Site>,
-    sites_by_id: TtlCache<i64, Site>,
+    // Shared, not copied: every browser poll looks its site up (to check the
+    // origin), and a site carries its origins and word list.
+    sites: TtlCache<String, Arc<Site>>,
+    sites_by_id: TtlCache<i64, Arc<Site>>,
     rooms: TtlCache<(i64, Option<String>), Room>,
     rooms_by_id: TtlCache<i64, Room>,
 }
@@ -78,14 +80,15 @@ impl Directory {
     }
 
     /// The enabled site with this key; unknown and disabled sites are client errors.
-    pub async fn site(&self, key: &SiteKey) -> Result<Site, ApiError> {
+    pub async fn site(&self, key: &SiteKey) -> Result<Arc<Site>, ApiError> {
         let site = match self.sites.get(&key.as_str().to_owned()) {
             Some(site) => site,
             None => {
-                let site = self.store.site_by_key(key.as_str()).await?.ok_or_else(|| {
-                    ApiError::client(ErrorCode::UnknownSite, "No site has this key.")
-                })?;
-                self.sites.put(key.as_str().to_owned(), site.clone());
+                let site =
+                    Arc::new(self.store.site_by_key(key.as_str()).await?.ok_or_else(|| {
+                        ApiError::client(ErrorCode::UnknownSite, "No site has this key.")
+                    })?);
+                self.sites.put(key.as_str().to_owned(), Arc::clone(&site));
                 site
             }
         };
@@ -94,14 +97,14 @@ impl Directory {
 
     /// The enabled site with this id (a guest token's site), cached like
     /// [`Directory::site`].
-    pub async fn site_by_id(&self, id: i64) -> Result<Site, ApiError> {
+    pub async fn site_by_id(&self, id: i64) -> Result<Arc<Site>, ApiError> {
         let site = match self.sites_by_id.get(&id) {
             Some(site) => site,
             None => {
-                let site = self.store.site_by_id(id).await?.ok_or_else(|| {
+                let site = Arc::new(self.store.site_by_id(id).await?.ok_or_else(|| {
                     ApiError::client(ErrorCode::UnknownSite, "No site has this id.")
-                })?;
-                self.sites_by_id.put(id, site.clone());
+                })?);
+                self.sites_by_id.put(id, Arc::clone(&site));
                 site
             }
         };
@@ -147,7 +150,7 @@ impl Directory {
 }
 
 /// The site, unless it is disabled (403 `site_disabled`).
-fn enabled(site: Site) -> Result<Site, ApiError> {
+fn enabled(site: Arc<Site>) -> Result<Arc<Site>, ApiError> {
     if site.disabled {
         return Err(ApiError::client(
             ErrorCode::SiteDisabled,
