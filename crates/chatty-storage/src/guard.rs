@@ -123,6 +123,18 @@ fn ban_ip_key(site_id: i64, ip_hash: &str) -> String {
 
 /// Slow mode is per guest across the site's rooms: one message per
 /// interval, whichever page it is sent from.
+/// The ban keys of a guest id and/or an address.
+fn ban_keys(
+    site_id: i64,
+    guest_id: Option<&str>,
+    ip_hash: Option<&str>,
+) -> impl Iterator<Item = String> {
+    guest_id
+        .map(|g| ban_guest_key(site_id, g))
+        .into_iter()
+        .chain(ip_hash.map(|ip| ban_ip_key(site_id, ip)))
+}
+
 fn slow_key(site_id: i64, guest_id: &str) -> String {
     format!("guard:slow:{site_id}:{guest_id}")
 }
@@ -297,11 +309,7 @@ impl Guard for RedisGuard {
         // MULTI/EXEC: a key is never left set without its expiry.
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for key in guest_id
-            .map(|g| ban_guest_key(site_id, g))
-            .into_iter()
-            .chain(ip_hash.map(|ip| ban_ip_key(site_id, ip)))
-        {
+        for key in ban_keys(site_id, guest_id, ip_hash) {
             let key = self.redis.key(&key);
             // Never shorten a longer ban already in force.
             pipe.cmd("SET").arg(&key).arg(1).arg("KEEPTTL").ignore();
@@ -328,11 +336,7 @@ impl Guard for RedisGuard {
         ip_hash: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut del = redis::cmd("DEL");
-        for key in guest_id
-            .map(|g| ban_guest_key(site_id, g))
-            .into_iter()
-            .chain(ip_hash.map(|ip| ban_ip_key(site_id, ip)))
-        {
+        for key in ban_keys(site_id, guest_id, ip_hash) {
             del.arg(self.redis.key(&key));
         }
         self.redis.query::<i64>(&del).await.map(|_| ())
@@ -501,11 +505,7 @@ impl Guard for InMemoryGuard {
             .entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for key in guest_id
-            .map(|g| ban_guest_key(site_id, g))
-            .into_iter()
-            .chain(ip_hash.map(|ip| ban_ip_key(site_id, ip)))
-        {
+        for key in ban_keys(site_id, guest_id, ip_hash) {
             let longer = match entries.get(&key) {
                 Some(existing) => existing.expires().max(expires),
                 None => expires,
@@ -531,11 +531,7 @@ impl Guard for InMemoryGuard {
             .entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for key in guest_id
-            .map(|g| ban_guest_key(site_id, g))
-            .into_iter()
-            .chain(ip_hash.map(|ip| ban_ip_key(site_id, ip)))
-        {
+        for key in ban_keys(site_id, guest_id, ip_hash) {
             entries.remove(&key);
         }
         Ok(())

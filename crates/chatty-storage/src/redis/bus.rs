@@ -47,11 +47,11 @@ return 1
 "#;
 
 /// A moderation event also takes what it removes out of the history, in the
-/// same script: the rows keep their place (their seq) with the body emptied
+/// same script (this, then [`PUBLISH_MESSAGE`]): the rows keep their place (their seq) with the body emptied
 /// and `kind` removed, so no node or catching-up client reads the text from
 /// Redis after the event is published. ARGV[7]: `delete` (ARGV[8]: the
 /// target seq) or `clear` (everything before ARGV[1]).
-const PUBLISH_MODERATION: &str = r#"
+const REDACT_HISTORY: &str = r#"
 local lo, hi
 if ARGV[7] == 'delete' then
   lo = ARGV[8]
@@ -70,17 +70,6 @@ for i = 1, #rows, 2 do
     redis.call('ZADD', KEYS[1], rows[i + 1], cjson.encode(row))
   end
 end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[1]) > last then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
-else
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return 1
 "#;
 
 /// The shared mode's bus.
@@ -107,7 +96,7 @@ impl RedisBus {
             local,
             connected: Arc::new(AtomicBool::new(false)),
             publish_script: Arc::new(Script::new(PUBLISH_MESSAGE)),
-            moderation_script: Arc::new(Script::new(PUBLISH_MODERATION)),
+            moderation_script: Arc::new(Script::new(&format!("{REDACT_HISTORY}{PUBLISH_MESSAGE}"))),
         };
         let task = tokio::spawn(subscription(bus.clone(), node_id, heartbeat));
         (bus, task)

@@ -186,6 +186,21 @@ async fn record(
     Ok(())
 }
 
+/// Stores a change of a site, tells every node, records it, answers the site.
+async fn change_site(
+    state: &AppState,
+    who: &Principal,
+    site: &Site,
+    action: &str,
+    update: SiteUpdate,
+    details: serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
+    let updated = state.admin.update_site(site.id, update).await?;
+    announce_site(state, site.id).await;
+    record(state, who, site, action, None, site.key.clone(), details).await?;
+    Ok(HttpResponse::Ok().json(json!({ "site": site_view(&updated) })))
+}
+
 /// Tells every node the site changed. A failure is logged, not answered:
 /// the change is stored, and nodes pick it up within the directory's TTL.
 async fn announce_site(state: &AppState, site_id: i64) {
@@ -310,19 +325,7 @@ pub async fn update_site(
         "origins": update.allowed_origins,
         "disabled": update.disabled,
     });
-    let updated = state.admin.update_site(site.id, update).await?;
-    announce_site(&state, site.id).await;
-    record(
-        &state,
-        &who,
-        &site,
-        "update_site",
-        None,
-        site.key.clone(),
-        details,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(json!({ "site": site_view(&updated) })))
+    change_site(&state, &who, &site, "update_site", update, details).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,29 +361,12 @@ pub async fn set_moderation(
         "slow_mode_secs": body.slow_mode_secs,
         "word_filter": word_filter.as_ref().map(|f| json!({"mode": f.mode, "words": f.words.len()})),
     });
-    let updated = state
-        .admin
-        .update_site(
-            site.id,
-            SiteUpdate {
-                slow_mode_secs: body.slow_mode_secs,
-                word_filter,
-                ..SiteUpdate::default()
-            },
-        )
-        .await?;
-    announce_site(&state, site.id).await;
-    record(
-        &state,
-        &who,
-        &site,
-        "set_moderation",
-        None,
-        site.key.clone(),
-        details,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(json!({ "site": site_view(&updated) })))
+    let update = SiteUpdate {
+        slow_mode_secs: body.slow_mode_secs,
+        word_filter,
+        ..SiteUpdate::default()
+    };
+    change_site(&state, &who, &site, "set_moderation", update, details).await
 }
 
 // --- Tokens ----------------------------------------------------------------
