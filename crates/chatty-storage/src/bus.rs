@@ -31,8 +31,14 @@ pub enum BusEvent {
     /// Someone joined or left a room.
     Presence { change: PresenceChange },
     /// A site's settings (origins, disabled, slow mode, word filter) changed:
-    /// every node forgets its cached copy.
-    SiteChanged { site_id: i64 },
+    /// every node forgets its cached copy. `access`: who may use the site
+    /// changed (its origins or its disabled flag), so its open push
+    /// connections are ended and reconnect under the new rules.
+    SiteChanged {
+        site_id: i64,
+        #[serde(default)]
+        access: bool,
+    },
     /// Events may have been lost (the subscription was re-established or the
     /// receiver lagged): re-check every room. Never published, only emitted
     /// locally.
@@ -50,7 +56,7 @@ pub trait EventBus: Send + Sync + std::fmt::Debug + 'static {
     /// where the bus keeps history, appends it there first).
     async fn publish_message(&self, message: &StoredMessage) -> Result<(), StoreError>;
     /// Tells every node (this one included) that a site changed.
-    async fn publish_site_changed(&self, site_id: i64) -> Result<(), StoreError>;
+    async fn publish_site_changed(&self, site_id: i64, access: bool) -> Result<(), StoreError>;
     /// Subscribes this node.
     fn subscribe(&self) -> BusReceiver;
     /// Is the node's subscription up? Sends are refused while it is not.
@@ -123,8 +129,8 @@ impl EventBus for InProcessBus {
         Ok(())
     }
 
-    async fn publish_site_changed(&self, site_id: i64) -> Result<(), StoreError> {
-        self.send(BusEvent::SiteChanged { site_id });
+    async fn publish_site_changed(&self, site_id: i64, access: bool) -> Result<(), StoreError> {
+        self.send(BusEvent::SiteChanged { site_id, access });
         Ok(())
     }
 

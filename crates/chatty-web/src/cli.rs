@@ -216,9 +216,10 @@ pub async fn run_site(settings: &Settings, command: SiteCommand) -> Result<Strin
                 ..SiteUpdate::default()
             };
             let details = json!({"name": update.name, "origins": update.allowed_origins});
+            let access = update.allowed_origins.is_some();
             let updated = store.update_site(site.id, update).await?;
             audit(&site, "update_site", details).await?;
-            announce(settings, site.id).await;
+            announce(settings, site.id, access).await;
             Ok(format!(
                 "Updated {}: {} — {}\n",
                 updated.key,
@@ -289,7 +290,7 @@ async fn set_disabled(
             details: json!({ "disabled": disabled }),
         })
         .await?;
-    announce(settings, site.id).await;
+    announce(settings, site.id, true).await;
     Ok(format!(
         "{} is now {}.\n",
         site.key,
@@ -298,7 +299,7 @@ async fn set_disabled(
 }
 
 /// Tells running nodes (shared mode) that a site changed.
-async fn announce(settings: &Settings, site_id: i64) {
+async fn announce(settings: &Settings, site_id: i64, access: bool) {
     if !settings.redis.shared_mode() {
         return;
     }
@@ -311,7 +312,7 @@ async fn announce(settings: &Settings, site_id: i64) {
         key_ttl: Duration::from_secs(settings.redis.key_ttl_secs),
     });
     let result = match client {
-        Ok(client) => chatty_storage::redis::announce_site_changed(&client, site_id).await,
+        Ok(client) => chatty_storage::redis::announce_site_changed(&client, site_id, access).await,
         Err(e) => Err(e),
     };
     if let Err(error) = result {

@@ -54,6 +54,9 @@ pub enum Disconnect {
     ProtocolError,
     /// Its first-message authentication failed or did not come in time.
     AuthFailed,
+    /// Its site's origins or enabled state changed: it reconnects and meets
+    /// the new rules.
+    SiteChanged,
 }
 
 impl Disconnect {
@@ -67,6 +70,7 @@ impl Disconnect {
             Disconnect::FrameTooLarge => "frame_too_large",
             Disconnect::ProtocolError => "protocol_error",
             Disconnect::AuthFailed => "auth_failed",
+            Disconnect::SiteChanged => "site_changed",
         }
     }
 }

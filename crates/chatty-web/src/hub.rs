@@ -176,6 +176,10 @@ struct RoomInner {
 pub struct RoomState {
     pub id: i64,
     inner: Mutex<RoomInner>,
+    /// Bumped when the room's push connections are let go because their
+    /// site's access rules changed, so a connection can tell that from a
+    /// queue overflow.
+    access_epoch: AtomicU64,
     /// Notified on every change of the room's version; long-polls wait here
     /// without holding the lock.
     changed: Arc<Notify>,
@@ -235,6 +239,8 @@ pub enum PollAnswer {
 pub struct Subscription {
     room: Arc<RoomState>,
     id: u64,
+    /// The room's access epoch when this subscription started.
+    access_epoch: u64,
     /// Frames to send before the live ones, in order.
     pub catch_up: VecDeque<Arc<LiveFrame>>,
     /// The live frames; `None` when the catch-up ends in a `reset` (the
@@ -243,9 +249,15 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Was this subscription let go because its site's access changed?
+    pub fn site_changed(&self) -> bool {
+        self.room.access_epoch.load(Ordering::Acquire) > self.access_epoch
+    }
+
     /// A subscription that ends after its catch-up (which ends in a `reset`).
     fn ended(room: Arc<RoomState>, catch_up: VecDeque<Arc<LiveFrame>>) -> Self {
         Self {
+            access_epoch: room.access_epoch.load(Ordering::Acquire),
             room,
             id: 0,
             catch_up,
@@ -830,6 +842,25 @@ impl Hub {
         }
     }
 
+    /// Lets go of the push connections of a site's rooms (its origins or
+    /// enabled state changed): they close with `site_changed`, reconnect, and
+    /// the handshake applies the site's new rules.
+    pub fn release_site(&self, site_id: i64) {
+        for room in self.all_rooms() {
+            let mut inner = lock(&room);
+            let of_site = inner
+                .subscribers
+                .guests()
+                .next()
+                .is_some_and(|guest| guest.site_id == site_id);
+            if of_site {
+                room.access_epoch.fetch_add(1, Ordering::AcqRel);
+                inner.subscribers.clear();
+                inner.changed.notify_waiters();
+            }
+        }
+    }
+
     pub fn settings(&self) -> &HubSettings {
         &self.settings
     }
@@ -894,6 +925,7 @@ impl Hub {
         }
         let fresh = Arc::new(RoomState {
             id: room_id,
+            access_epoch: AtomicU64::new(0),
             changed: Arc::clone(&inner.changed),
             inner: Mutex::new(inner),
         });
@@ -1566,6 +1598,7 @@ impl Hub {
                         inner.subscribers.insert(id, sender, guest);
                         drop(inner);
                         return Ok(Subscription {
+                            access_epoch: room.access_epoch.load(Ordering::Acquire),
                             room,
                             id,
                             catch_up,

@@ -94,6 +94,8 @@ impl Stream for SseConnection {
             Poll::Ready(None) => {
                 return if this.hub.is_draining() {
                     this.end(Disconnect::Draining)
+                } else if this.subscription.site_changed() {
+                    this.end(Disconnect::SiteChanged)
                 } else {
                     this.end(Disconnect::SlowConsumer)
                 };

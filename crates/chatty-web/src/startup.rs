@@ -390,7 +390,12 @@ async fn apply_bus_events(state: AppState, mut events: BusReceiver) {
         match events.recv().await {
             Ok(BusEvent::Message { message }) => hub.apply_message(message),
             Ok(BusEvent::Presence { change }) => hub.apply_presence(change),
-            Ok(BusEvent::SiteChanged { site_id }) => directory.invalidate_site(site_id),
+            Ok(BusEvent::SiteChanged { site_id, access }) => {
+                directory.invalidate_site(site_id);
+                if access {
+                    hub.release_site(site_id);
+                }
+            }
             Ok(BusEvent::Resync) => {
                 // Whatever was published while the subscription was down is
                 // lost: site changes (drop the cached sites) and, if Redis

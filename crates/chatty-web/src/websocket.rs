@@ -30,6 +30,8 @@
 //!
 //! * the room let go of it because its queue was full: `1008 slow_consumer`;
 //! * the node is draining: `1012 draining` (reconnect, to another node);
+//! * its site's origins or enabled state changed: `1012 site_changed`
+//!   (reconnect: the handshake applies the new rules);
 //! * its cursor could not be resumed: the `reset` event, then `1000 reset`;
 //! * a client frame over `push.max_frame_bytes`: `1009 frame_too_large`;
 //! * no frame at all from the client for `push.idle_timeout_secs`:
@@ -341,6 +343,7 @@ impl Stream for WsConnection {
         if let Some(frame) = subscription.catch_up.pop_front() {
             return Poll::Ready(Some(Ok(frame.websocket())));
         }
+        let site_changed = subscription.site_changed();
         let Some(queue) = subscription.queue.as_mut() else {
             // The catch-up ended in a reset: the client joins again.
             this.close(CloseCode::Normal, Disconnect::Reset);
@@ -352,6 +355,8 @@ impl Stream for WsConnection {
                 // The room let go of this connection.
                 if this.hub.is_draining() {
                     this.close(CloseCode::Restart, Disconnect::Draining);
+                } else if site_changed {
+                    this.close_saying(CloseCode::Restart, Disconnect::SiteChanged, "site_changed");
                 } else {
                     this.close(CloseCode::Policy, Disconnect::SlowConsumer);
                 }

@@ -109,8 +109,12 @@ impl RedisBus {
 
 /// Publishes a `SiteChanged` event without a subscription of one's own
 /// (the `chatty site` command, which is not a node).
-pub async fn announce_site_changed(redis: &RedisClient, site_id: i64) -> Result<(), StoreError> {
-    let envelope = serde_json::to_string(&BusEvent::SiteChanged { site_id })
+pub async fn announce_site_changed(
+    redis: &RedisClient,
+    site_id: i64,
+    access: bool,
+) -> Result<(), StoreError> {
+    let envelope = serde_json::to_string(&BusEvent::SiteChanged { site_id, access })
         .map_err(|e| StoreError::Other(e.to_string()))?;
     redis
         .query::<i64>(redis::cmd("PUBLISH").arg(redis.key("events")).arg(envelope))
@@ -181,8 +185,8 @@ impl EventBus for RedisBus {
             .map(|_| ())
     }
 
-    async fn publish_site_changed(&self, site_id: i64) -> Result<(), StoreError> {
-        announce_site_changed(&self.redis, site_id).await
+    async fn publish_site_changed(&self, site_id: i64, access: bool) -> Result<(), StoreError> {
+        announce_site_changed(&self.redis, site_id, access).await
     }
 
     fn subscribe(&self) -> BusReceiver {

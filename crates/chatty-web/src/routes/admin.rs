@@ -195,18 +195,24 @@ async fn change_site(
     update: SiteUpdate,
     details: serde_json::Value,
 ) -> Result<HttpResponse, ApiError> {
+    // Origins or the disabled flag: who may use the site changed, and its
+    // open push connections must meet the new rules.
+    let access = update.allowed_origins.is_some() || update.disabled.is_some();
     let updated = state.admin.update_site(site.id, update).await?;
-    announce_site(state, site.id).await;
+    announce_site(state, site.id, access).await;
     record(state, who, site, action, None, site.key.clone(), details).await?;
     Ok(HttpResponse::Ok().json(json!({ "site": site_view(&updated) })))
 }
 
 /// Tells every node the site changed. A failure is logged, not answered:
 /// the change is stored, and nodes pick it up within the directory's TTL.
-async fn announce_site(state: &AppState, site_id: i64) {
-    if let Err(error) = state.bus.publish_site_changed(site_id).await {
+async fn announce_site(state: &AppState, site_id: i64, access: bool) {
+    if let Err(error) = state.bus.publish_site_changed(site_id, access).await {
         tracing::warn!(%error, site_id, "could not announce a site change; nodes see it within 30 s");
         state.directory.invalidate_site(site_id);
+        if access {
+            state.hub.release_site(site_id);
+        }
     }
 }
 

@@ -384,3 +384,73 @@ async fn a_deleted_message_vanishes_from_history_and_from_a_live_websocket_on_an
         );
     }
 }
+
+#[tokio::test]
+async fn disabling_a_site_ends_its_open_websockets_on_every_node_and_slow_mode_does_not() {
+    let nodes = nodes(3, |_| {}).await;
+    let site = create_site(&nodes[0]).await;
+    let ann = joined(&nodes[0], &site.key, "Ann").await;
+    let bob = joined(&nodes[1], &site.key, "Bob").await;
+    let url = ws_url(&nodes[1].address, &bob, &bob.cursor.to_string());
+    let mut bob_ws = WsClient::connect(&url, Some(ORIGIN))
+        .await
+        .expect("WebSocket on node 2");
+    // A moderation setting leaves open connections alone.
+    admin(
+        &nodes[0],
+        Method::PUT,
+        &format!("/sites/{}/moderation", site.key),
+        &site.moderator,
+        Some(json!({"slow_mode_secs": 5})),
+    )
+    .await;
+    assert_eq!(
+        send(&nodes[0], &ann, "m1", "still here").await.status(),
+        StatusCode::CREATED
+    );
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), bob_ws.next_event())
+            .await
+            .expect("a frame")
+        {
+            WsEvent::Batch(batch)
+                if batch
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::Message { .. })) =>
+            {
+                break;
+            }
+            WsEvent::Batch(_) => {}
+            WsEvent::Closed(frame) => panic!("closed by a slow-mode change: {frame:?}"),
+        }
+    }
+    // Disabling the site (through another node) ends it.
+    admin(
+        &nodes[2],
+        Method::PATCH,
+        &format!("/sites/{}", site.key),
+        &site.admin,
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), bob_ws.next_event())
+            .await
+            .expect("the connection ends")
+        {
+            WsEvent::Batch(_) => {}
+            WsEvent::Closed(frame) => break frame.expect("a close frame"),
+        }
+    };
+    assert_eq!(u16::from(closed.code), 1012);
+    assert_eq!(closed.reason.as_str(), "site_changed");
+    // Its reconnection meets the new rule.
+    match WsClient::connect(&url, Some(ORIGIN)).await {
+        Err((status, body)) => {
+            assert_eq!(status, 403);
+            assert!(body.contains("site_disabled"), "{body}");
+        }
+        Ok(_) => panic!("a disabled site's WebSocket opened"),
+    }
+}
