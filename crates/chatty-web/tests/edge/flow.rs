@@ -398,3 +398,30 @@ async fn the_moderation_page_and_the_admin_api_work_through_nginx() {
         .expect("bans");
     assert_eq!(listed.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_access_log_keeps_no_whole_visitor_address() {
+    let edge = Edge::start(1).await;
+    let ok = edge
+        .client
+        .get(format!("{}/widget.json", edge.base()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ok.status(), StatusCode::OK);
+    // nginx writes the line when the request ends; give it a moment.
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = edge.nginx.access_log();
+        if log.contains("/widget.json") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("/widget.json"))
+        .unwrap_or_else(|| panic!("no log line for the request: {log}"));
+    assert!(line.starts_with("127.0.0.0 "), "{line}");
+    assert!(!log.contains("127.0.0.1 "), "a whole address in the log: {log}");
+}

@@ -112,6 +112,10 @@ impl Nginx {
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
     }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("logs/chatty-access.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Nginx {
