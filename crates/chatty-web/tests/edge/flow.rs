@@ -423,5 +423,8 @@ async fn the_access_log_keeps_no_whole_visitor_address() {
         .find(|l| l.contains("/widget.json"))
         .unwrap_or_else(|| panic!("no log line for the request: {log}"));
     assert!(line.starts_with("127.0.0.0 "), "{line}");
-    assert!(!log.contains("127.0.0.1 "), "a whole address in the log: {log}");
+    assert!(
+        !log.contains("127.0.0.1 "),
+        "a whole address in the log: {log}"
+    );
 }
