@@ -48,9 +48,16 @@ pub fn hash_secret(secret: &str) -> String {
         .collect()
 }
 
-/// A new public site key: 16 random bytes, base64url (22 characters).
+/// A new public site key: 22 random letters and digits (about 131 bits).
+/// Only letters and digits: a key that began with `-` would read as an
+/// option on the command line (`chatty site token -x…`).
 pub fn new_site_key() -> String {
-    random_text(16)
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(22)
+        .map(char::from)
+        .collect()
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, lower case, the
@@ -295,6 +302,17 @@ mod tests {
         ] {
             assert_eq!(normalize_origin(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn site_keys_are_letters_and_digits_and_valid_keys() {
+        for _ in 0..2000 {
+            let key = new_site_key();
+            assert_eq!(key.len(), 22);
+            assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "{key}");
+            assert!(chatty_protocol::validate::SiteKey::parse(&key).is_ok());
+        }
+        assert_ne!(new_site_key(), new_site_key());
     }
 
     #[test]

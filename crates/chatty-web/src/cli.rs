@@ -57,6 +57,7 @@ pub enum SiteCommand {
     },
     /// Replace a site's origins and/or rename it.
     Update {
+        #[arg(allow_hyphen_values = true)]
         key: String,
         #[arg(long = "origin")]
         origins: Vec<String>,
@@ -64,11 +65,18 @@ pub enum SiteCommand {
         name: Option<String>,
     },
     /// Disable a site: its widget stops working at once on every node.
-    Disable { key: String },
+    Disable {
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+    },
     /// Enable a disabled site.
-    Enable { key: String },
+    Enable {
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+    },
     /// Create another admin or moderator token for a site (shown once).
     Token {
+        #[arg(allow_hyphen_values = true)]
         key: String,
         /// moderator or admin
         #[arg(long, default_value = "moderator")]
