@@ -25,7 +25,6 @@ pub mod guard;
 pub mod migration;
 pub mod observe;
 pub mod presence;
-pub mod rate;
 pub mod redis;
 pub mod sql;
 mod sql_admin;
@@ -43,7 +42,6 @@ pub use observe::{LatencyObserver, PoolStatus};
 pub use presence::{
     InMemoryPresence, PresenceChange, PresenceKind, PresenceSnapshot, PresenceStore, RoomTouches,
 };
-pub use rate::{InMemoryRateLimiter, RateDecision, RateLimiter, RedisRateLimiter};
 pub use redis::{RedisBus, RedisClient, RedisOptions, RedisPresence, RedisStats};
 pub use sql::{QueryStats, SqlStore, SqlStoreOptions};
 pub use store::Store;

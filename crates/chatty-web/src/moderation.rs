@@ -56,6 +56,12 @@ impl Visitors {
         }
     }
 
+    /// The address alone (no hash): for the per-address connection cap,
+    /// taken on every long-poll wait and push connection.
+    pub fn address(&self, req: &HttpRequest) -> Option<IpAddr> {
+        self.address.of(req)
+    }
+
     pub fn of(&self, req: &HttpRequest) -> Visitor {
         let ip = self.address.of(req);
         Visitor {

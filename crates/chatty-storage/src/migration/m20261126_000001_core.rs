@@ -6,20 +6,11 @@
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
+
+use super::for_backend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-fn for_backend(manager: &SchemaManager, table: &mut TableCreateStatement) -> TableCreateStatement {
-    if manager.get_database_backend() == DatabaseBackend::MySql {
-        table
-            .engine("InnoDB")
-            .character_set("utf8mb4")
-            .collate("utf8mb4_bin");
-    }
-    table.to_owned()
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

@@ -9,20 +9,12 @@
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
+
+use super::for_backend;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-fn for_backend(manager: &SchemaManager, table: &mut TableCreateStatement) -> TableCreateStatement {
-    if manager.get_database_backend() == DatabaseBackend::MySql {
-        table
-            .engine("InnoDB")
-            .character_set("utf8mb4")
-            .collate("utf8mb4_bin");
-    }
-    table.to_owned()
-}
 
 /// Counts rows of a schema query (names here are this file's constants,
 /// never input). sea-orm-migration's own `has_column` does not run on the

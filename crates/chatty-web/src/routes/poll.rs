@@ -114,7 +114,7 @@ async fn long_poll(
         }
         if slot.is_none() {
             slot = Some(state.connections.acquire(
-                crate::client_ip::connection_key(state.visitors.of(req).ip),
+                crate::client_ip::connection_key(state.visitors.address(req)),
                 Transport::LongPoll,
             )?);
         }

@@ -61,7 +61,7 @@ async fn open(
         return Err(draining());
     }
     let guard = state.connections.acquire(
-        crate::client_ip::connection_key(state.visitors.of(req).ip),
+        crate::client_ip::connection_key(state.visitors.address(req)),
         transport,
     )?;
     let room = state.hub.room(room_id).await?;
@@ -112,7 +112,7 @@ pub async fn websocket(
             return Err(draining());
         }
         let guard = state.connections.acquire(
-            crate::client_ip::connection_key(state.visitors.of(&req).ip),
+            crate::client_ip::connection_key(state.visitors.address(&req)),
             Transport::WebSocket,
         )?;
         let node = state.get_ref().clone();

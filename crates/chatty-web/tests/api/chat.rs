@@ -6,17 +6,7 @@ use chatty_protocol::api::{PollResponse, SendResponse};
 use chatty_protocol::{ErrorCode, Event, ResetReason, RoomCursor};
 use reqwest::StatusCode;
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with};
-
-fn message_seqs(poll: &PollResponse) -> Vec<u64> {
-    poll.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { message } => Some(message.seq),
-            _ => None,
-        })
-        .collect()
-}
+use crate::helpers::{assert_error, message_seqs, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_message_sent_by_one_guest_is_seen_in_the_other_guests_poll() {

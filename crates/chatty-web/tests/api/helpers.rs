@@ -217,6 +217,17 @@ impl TestApp {
     }
 }
 
+/// The seqs of the chat messages in a poll answer (other events left out).
+pub fn message_seqs(poll: &chatty_protocol::api::PollResponse) -> Vec<u64> {
+    poll.events
+        .iter()
+        .filter_map(|e| match e {
+            chatty_protocol::Event::Message { message } => Some(message.seq),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A response header as text (empty when absent or not text).
 pub fn header(response: &Response, name: &str) -> String {
     response

@@ -9,7 +9,7 @@ use chatty_protocol::{ErrorCode, Event};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, header, spawn_app_with};
+use crate::helpers::{TestApp, assert_error, header, message_seqs, spawn_app_with};
 
 pub const OPERATOR: &str = "operator-token-0123456789abcdef0123456789";
 const ORIGIN: &str = "https://shop.example";
@@ -143,16 +143,6 @@ async fn sent(app: &TestApp, guest: &JoinResponse, id: &str, body: &str) -> u64 
 
 async fn moderated_app() -> TestApp {
     spawn_app_with(|s| s.admin.operator_token = chatty_web::settings::Secret::new(OPERATOR)).await
-}
-
-fn chat_seqs(poll: &PollResponse) -> Vec<u64> {
-    poll.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { message } => Some(message.seq),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -366,7 +356,7 @@ async fn a_deleted_message_leaves_the_history_and_pollers_are_told() {
         .json()
         .await
         .expect("poll");
-    assert_eq!(chat_seqs(&caught_up), vec![1, 2, 3]);
+    assert_eq!(message_seqs(&caught_up), vec![1, 2, 3]);
     let path = format!("/sites/{}/rooms/{}/messages/2", shop.key, ann.room.id);
     let deleted = admin_json(&app, Method::DELETE, &path, &shop.moderator, None).await;
     assert_eq!(deleted, json!({"deleted_seq": 2, "event_seq": 4}));
@@ -396,7 +386,7 @@ async fn a_deleted_message_leaves_the_history_and_pollers_are_told() {
         .await
         .expect("poll");
     assert_eq!(
-        chat_seqs(&fresh),
+        message_seqs(&fresh),
         vec![1, 3],
         "a late poller never gets the deleted text"
     );
@@ -968,7 +958,7 @@ async fn the_retention_sweep_deletes_old_messages_only() {
             .json()
             .await
             .expect("poll");
-        seen = chat_seqs(&poll);
+        seen = message_seqs(&poll);
         if !seen.is_empty() {
             break;
         }
